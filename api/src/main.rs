@@ -1,0 +1,118 @@
+//! `hilt`: one binary for every role (SPEC §10).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hilt_api::state::AppState;
+use hilt_shared::{config::Config, domain::ids::random_token, service::merchants, shutdown, storage::Db, telemetry};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "hilt", version, about = "Hilt: post-payment delivery, receipts and delivery rescue")]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API + in-process workers on one machine (embedded default).
+    Serve,
+    /// The HTTP API only (scaled out).
+    Api,
+    /// A job worker only (scaled out); the same as `hilt-worker`.
+    Worker,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Merchant administration.
+    Merchant {
+        #[command(subcommand)]
+        action: MerchantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MerchantCommand {
+    /// Create a merchant and print its id and API key (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Arc::new(cli.config);
+    telemetry::init(&config.log_format);
+    let db = Db::connect(&config.database_url)
+        .await
+        .with_context(|| format!("cannot open DATABASE_URL ({})", redact(&config.database_url)))?;
+    if matches!(cli.command, Command::Migrate) || !config.skip_migrations {
+        db.migrate().await.context("applying migrations")?;
+    }
+    match cli.command {
+        Command::Migrate => {
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Merchant { action: MerchantCommand::Create { name } } => {
+            let (merchant, api_key) = merchants::create(&db, &name).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("merchant_id: {}\napi_key: {api_key}\n(the key is shown only this once)", merchant.id);
+            Ok(())
+        }
+        Command::Worker => hilt_worker::run(db, config, shutdown::signal()).await,
+        Command::Api => run_api(db, config, false).await,
+        Command::Serve => run_api(db, config, true).await,
+    }
+}
+
+async fn run_api(db: Db, config: Arc<Config>, with_workers: bool) -> anyhow::Result<()> {
+    let admin_token: Arc<str> = match &config.admin_token {
+        Some(token) => token.as_str().into(),
+        None => {
+            let token = format!("hilt_admin_{}", random_token(32));
+            println!("HILT_ADMIN_TOKEN was not set; generated admin token: {token}");
+            token.into()
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on HILT_LISTEN={}", config.listen))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    println!("Hilt listening on {url} (dashboard {url}/ops, OpenAPI {url}/openapi.json)");
+    tracing::info!(%url, with_workers, "api started");
+
+    // One signal stops both halves: the API stops accepting, workers hand back their jobs.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let state = AppState { db: db.clone(), config: config.clone(), admin_token };
+    let api = hilt_api::serve(state, listener, stopped(stop_rx.clone()));
+    if with_workers {
+        let (api, workers) = tokio::join!(api, hilt_worker::run(db.clone(), config, stopped(stop_rx)));
+        api?;
+        workers?;
+    } else {
+        api.await?;
+    }
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Database URLs may carry a password; never print it.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}

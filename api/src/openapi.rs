@@ -1,0 +1,41 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use crate::routes::{admin, health, memberships, payments, products};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Hilt", description = "Post-payment delivery, receipts and delivery rescue."),
+    paths(
+        health::healthz, health::readyz,
+        admin::create_merchant,
+        products::create_product, products::list_products, products::get_product, products::update_product,
+        payments::create_payment, payments::get_payment, payments::confirm_payment,
+        memberships::get_membership,
+    ),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, description) in [("api_key", "Merchant API key"), ("admin_token", "Platform admin token")] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(description)).build()),
+            );
+        }
+    }
+}
+
+pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,17 @@
+pub mod admin;
+pub mod health;
+pub mod memberships;
+pub mod payments;
+pub mod products;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The list envelope of SPEC §3.
+#[derive(Serialize, ToSchema)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}

@@ -1,0 +1,215 @@
+//! SPEC §3 conventions: auth, tenancy, error shapes, list envelopes, idempotency, limits.
+
+mod common;
+
+use axum::{body::Body, http::{Method, Request, StatusCode}};
+use common::{ADMIN, assert_error};
+use serde_json::json;
+
+backend_test!(merchant_creation_needs_the_admin_token, |app| {
+    let none = app.call(Method::POST, "/v1/admin/merchants", None, Some(json!({"name": "x"}))).await;
+    assert_error(&none, StatusCode::UNAUTHORIZED, "unauthorized");
+    let wrong = app.post("/v1/admin/merchants", "not-the-admin-token", json!({"name": "x"})).await;
+    assert_error(&wrong, StatusCode::UNAUTHORIZED, "unauthorized");
+    let key = app.merchant().await;
+    let merchant_key_as_admin = app.post("/v1/admin/merchants", &key, json!({"name": "x"})).await;
+    assert_error(&merchant_key_as_admin, StatusCode::UNAUTHORIZED, "unauthorized");
+    let blank = app.post("/v1/admin/merchants", ADMIN, json!({"name": "  "})).await;
+    assert_error(&blank, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(blank.body["error"]["param"], "name");
+});
+
+backend_test!(api_keys_are_shown_once_and_stored_hashed, |app| {
+    let key = app.merchant().await;
+    assert!(key.starts_with("hilt_sk_"));
+    let stored = app.count("SELECT COUNT(*) FROM merchants WHERE api_key_hash = $1", &key).await;
+    assert_eq!(stored, 0, "the clear key must not be stored");
+    let r = app.get("/v1/products", &key).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app.get("/v1/products", "hilt_sk_forged").await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+});
+
+backend_test!(another_merchants_objects_answer_404_like_missing_ones, |app| {
+    let alice = app.merchant().await;
+    let bob = app.merchant().await;
+    let product = app.telegram_product(&alice).await;
+    let payment = app.payment(&alice, &product, 7).await;
+    let confirmed = app.confirm(&payment, "sig-tenancy").await;
+    let membership = confirmed.body["membership_id"].as_str().expect("membership").to_owned();
+
+    for path in [format!("/v1/products/{product}"), format!("/v1/payments/{payment}"), format!("/v1/memberships/{membership}")] {
+        assert_eq!(app.get(&path, &alice).await.status, StatusCode::OK, "{path}");
+        let theirs = app.get(&path, &bob).await;
+        let missing = app.get(&path.replace(&path[path.rfind('/').expect("slash") + 1..], "prod_000000000000000000000000"), &bob).await;
+        assert_error(&theirs, StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(theirs.body, missing.body, "{path}: another merchant's object must look missing");
+    }
+    let patch = app.patch(&format!("/v1/products/{product}"), &bob, json!({"name": "mine now"})).await;
+    assert_error(&patch, StatusCode::NOT_FOUND, "not_found");
+    let pay_with_theirs = app.post("/v1/payments", &bob, json!({"product_id": product, "wallet": "w"})).await;
+    assert_error(&pay_with_theirs, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(pay_with_theirs.body["error"]["param"], "product_id");
+    let listed = app.get("/v1/products", &bob).await;
+    assert_eq!(listed.body["total"], 0);
+});
+
+backend_test!(bad_bodies_get_400_or_422_naming_the_field, |app| {
+    let key = app.merchant().await;
+    let not_json = app.raw(Request::post("/v1/products").header("authorization", format!("Bearer {key}"))
+        .body(Body::from("{\"name\": ")).expect("request")).await;
+    assert_error(&not_json, StatusCode::BAD_REQUEST, "invalid_json");
+    let empty = app.raw(Request::post("/v1/products").header("authorization", format!("Bearer {key}"))
+        .body(Body::empty()).expect("request")).await;
+    assert_error(&empty, StatusCode::BAD_REQUEST, "invalid_json");
+
+    let base = json!({"name": "VIP", "platform": "telegram", "price": {"amount": "5.00", "currency": "USD"}});
+    let cases = [
+        (json!({"platform": "telegram", "price": {"amount": "5", "currency": "USD"}}), "name"),
+        (json!({"name": "VIP", "platform": "whatsapp", "price": {"amount": "5", "currency": "USD"}}), "platform"),
+        (json!({"name": "VIP", "platform": "telegram", "price": {"amount": 5, "currency": "USD"}}), "price.amount"),
+        (json!({"name": "VIP", "platform": "telegram", "price": {"amount": "-5", "currency": "USD"}}), "price.amount"),
+        (json!({"name": "VIP", "platform": "telegram", "price": {"amount": "5"}}), "price.currency"),
+        (json!({"name": "VIP", "platform": "telegram", "telegram_chat_id": "-100", "price": {"amount": "5", "currency": "USD"}}), "telegram_chat_id"),
+        (json!({"name": "VIP", "platform": "discord", "discord_guild_id": "12a", "discord_role_id": "1", "price": {"amount": "5", "currency": "USD"}}), "discord_guild_id"),
+        (json!({"name": "VIP", "platform": "discord", "discord_guild_id": "12", "price": {"amount": "5", "currency": "USD"}}), "discord_role_id"),
+        (json!({"name": "VIP", "platform": "telegram", "recurring": true, "price": {"amount": "5", "currency": "USD"}}), "period"),
+        (json!({"name": "VIP", "platform": "telegram", "period": "30 days", "price": {"amount": "5", "currency": "USD"}}), "period"),
+        (json!({"name": "VIP", "platform": "telegram", "fallback_invite_url": "ftp://x", "price": {"amount": "5", "currency": "USD"}}), "fallback_invite_url"),
+        (json!([base.clone()]), ""),
+    ];
+    for (body, param) in cases {
+        let r = app.post("/v1/products", &key, body.clone()).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        if !param.is_empty() {
+            assert_eq!(r.body["error"]["param"], param, "for {body}");
+        }
+    }
+    assert_eq!(app.post("/v1/products", &key, base).await.status, StatusCode::CREATED);
+});
+
+backend_test!(payments_need_an_identifiable_buyer_and_valid_fields, |app| {
+    let key = app.merchant().await;
+    let product = app.telegram_product(&key).await;
+    let cases = [
+        (json!({"product_id": product}), "buyer"),
+        (json!({"product_id": product, "wallet": "w", "amount": "1,5"}), "amount"),
+        (json!({"product_id": product, "wallet": "w", "buyer": {"email": "not-an-email"}}), "buyer.email"),
+        (json!({"product_id": product, "buyer": {"telegram_user_id": "42"}}), "buyer.telegram_user_id"),
+        (json!({"product_id": product, "buyer": {"telegram_user_id": -4}}), "buyer.telegram_user_id"),
+        (json!({"product_id": product, "buyer": {"discord_user_id": 42}}), "buyer.discord_user_id"),
+        (json!({"product_id": "prod_missing", "wallet": "w"}), "product_id"),
+        (json!({"wallet": "w"}), "product_id"),
+    ];
+    for (body, param) in cases {
+        let r = app.post("/v1/payments", &key, body.clone()).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(r.body["error"]["param"], param, "for {body}");
+    }
+    let r = app.post("/v1/payments", &key, json!({"product_id": product, "wallet": "w", "buyer": {"discord_access_token": "secret-token"}})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.body["amount"], "9.99", "amount defaults to the product's price");
+    assert_eq!(r.body["currency"], "USDC");
+    assert_eq!(r.body["status"], "pending");
+    assert!(!r.body.to_string().contains("secret-token"), "the OAuth token is write-only");
+});
+
+backend_test!(lists_use_the_envelope_and_validate_paging, |app| {
+    let key = app.merchant().await;
+    for _ in 0..3 {
+        app.telegram_product(&key).await;
+    }
+    let page = app.get("/v1/products?limit=2&offset=1", &key).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body["total"], 3);
+    assert_eq!(page.body["limit"], 2);
+    assert_eq!(page.body["offset"], 1);
+    assert_eq!(page.body["data"].as_array().map(Vec::len), Some(2));
+    assert_eq!(app.get("/v1/products", &key).await.body["limit"], 50);
+    for (query, param) in [("limit=201", "limit"), ("limit=0", "limit"), ("limit=abc", "limit"), ("offset=-1", "offset")] {
+        let r = app.get(&format!("/v1/products?{query}"), &key).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(r.body["error"]["param"], param);
+    }
+});
+
+backend_test!(product_patch_changes_only_what_is_sent_and_revalidates, |app| {
+    let key = app.merchant().await;
+    let product = app.telegram_product(&key).await;
+    let path = format!("/v1/products/{product}");
+    let r = app.patch(&path, &key, json!({"name": "Renamed", "fallback_invite_url": "https://t.me/+abc"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["name"], "Renamed");
+    assert_eq!(r.body["period"], "30d");
+    assert_eq!(r.body["fallback_invite_url"], "https://t.me/+abc");
+    let cleared = app.patch(&path, &key, json!({"fallback_invite_url": null})).await;
+    assert_eq!(cleared.body["fallback_invite_url"], serde_json::Value::Null);
+    let bad = app.patch(&path, &key, json!({"period": null})).await;
+    assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(bad.body["error"]["param"], "period", "recurring products keep a period");
+    assert_eq!(app.get(&path, &key).await.body["name"], "Renamed", "a rejected patch changes nothing");
+});
+
+backend_test!(idempotency_key_replays_the_first_response_and_rejects_a_different_body, |app| {
+    let key = app.merchant().await;
+    let body = json!({"name": "VIP", "platform": "telegram", "price": {"amount": "1", "currency": "USD"}});
+    let send = |body: serde_json::Value, idem: &'static str| {
+        Request::post("/v1/products")
+            .header("authorization", format!("Bearer {key}"))
+            .header("idempotency-key", idem)
+            .body(Body::from(body.to_string()))
+            .expect("request")
+    };
+    let first = app.raw(send(body.clone(), "k-1")).await;
+    let again = app.raw(send(body.clone(), "k-1")).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(first.body["id"], again.body["id"], "the same key must not create a second product");
+    assert_eq!(again.headers.get("idempotent-replayed").map(|v| v.as_bytes()), Some(&b"true"[..]));
+    let other = app.raw(send(json!({"name": "Other", "platform": "telegram", "price": {"amount": "1", "currency": "USD"}}), "k-1")).await;
+    assert_error(&other, StatusCode::CONFLICT, "conflict");
+    let fresh = app.raw(send(body, "k-2")).await;
+    assert_ne!(fresh.body["id"], first.body["id"]);
+    assert_eq!(app.get("/v1/products", &key).await.body["total"], 2);
+});
+
+backend_test!(bodies_over_one_mebibyte_get_413, |app| {
+    let key = app.merchant().await;
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(1024 * 1024 + 10));
+    let r = app.raw(Request::post("/v1/products").header("authorization", format!("Bearer {key}"))
+        .body(Body::from(big)).expect("request")).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+});
+
+backend_test!(unknown_routes_and_methods_answer_in_the_error_shape, |app| {
+    let r = app.get("/v1/nothing-here", ADMIN).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = app.call(Method::DELETE, "/v1/products", Some(ADMIN), None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.body["error"]["code"], "method_not_allowed");
+});
+
+backend_test!(a_database_that_is_down_answers_503_not_500, |app| {
+    let key = app.merchant().await;
+    app.db.close().await;
+    let r = app.get("/v1/products", &key).await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let ready = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+});
+
+backend_test!(health_and_openapi_cover_every_route, |app| {
+    assert_eq!(app.call(Method::GET, "/healthz", None, None).await.status, StatusCode::OK);
+    assert_eq!(app.call(Method::GET, "/readyz", None, None).await.status, StatusCode::OK);
+    let doc = app.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
+    for (path, method) in [
+        ("/v1/admin/merchants", "post"), ("/v1/products", "post"), ("/v1/products", "get"),
+        ("/v1/products/{id}", "get"), ("/v1/products/{id}", "patch"), ("/v1/payments", "post"),
+        ("/v1/payments/{id}", "get"), ("/v1/payments/{id}/confirm", "post"), ("/v1/memberships/{id}", "get"),
+        ("/healthz", "get"), ("/readyz", "get"),
+    ] {
+        assert!(doc.body["paths"][path][method].is_object(), "{method} {path} missing from OpenAPI");
+    }
+});

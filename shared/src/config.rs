@@ -1,0 +1,167 @@
+//! One configuration, parsed at start from the environment or matching `--flags` (SPEC §10).
+//! A bad value stops the process with clap's message, which names the variable.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use crate::domain::{Period, duration::parse_list};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// `sqlite://…` (embedded default) or `postgres://…` (scaled out).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://hilt.db", value_parser = parse_database_url)]
+    pub database_url: String,
+
+    /// When set, queues live in Redis.
+    #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
+    pub redis_url: Option<String>,
+
+    #[arg(long = "listen", env = "HILT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Base of verification URLs; defaults to `http://{HILT_LISTEN}`.
+    #[arg(long, env = "HILT_PUBLIC_BASE_URL", value_parser = parse_http_url)]
+    pub public_base_url: Option<String>,
+
+    /// Platform/operations token; `serve` generates and prints one when unset.
+    #[arg(long, env = "HILT_ADMIN_TOKEN", value_parser = parse_admin_token, hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    #[arg(long, env = "HILT_TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    pub telegram_bot_token: Option<String>,
+
+    #[arg(long, env = "HILT_TELEGRAM_API_URL", default_value = "https://api.telegram.org", value_parser = parse_http_url)]
+    pub telegram_api_url: String,
+
+    #[arg(long, env = "HILT_DISCORD_BOT_TOKEN", hide_env_values = true)]
+    pub discord_bot_token: Option<String>,
+
+    #[arg(long, env = "HILT_DISCORD_API_URL", default_value = "https://discord.com/api", value_parser = parse_http_url)]
+    pub discord_api_url: String,
+
+    #[arg(long, env = "HILT_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    #[arg(long, env = "HILT_MAIL_FROM", default_value = "Hilt <receipts@hilt.invalid>")]
+    pub mail_from: String,
+
+    #[arg(long, env = "HILT_OUTBOX_DIR", default_value = "./outbox")]
+    pub outbox_dir: PathBuf,
+
+    /// Delays between delivery attempts; its length is the retry budget.
+    #[arg(long, env = "HILT_RETRY_SCHEDULE", default_value = "1m,5m,15m,1h,3h,6h,12h", value_parser = parse_schedule)]
+    pub retry_schedule: Schedule,
+
+    #[arg(long, env = "HILT_RENEWAL_INTERVAL", default_value = "1m", value_parser = parse_positive_period)]
+    pub renewal_interval: Period,
+
+    #[arg(long, env = "HILT_RENEWAL_REMINDERS", default_value = "7d,3d,1d", value_parser = parse_schedule)]
+    pub renewal_reminders: Schedule,
+
+    #[arg(long, env = "HILT_RECEIPT_KEY_FILE", default_value = "./hilt-receipt-key")]
+    pub receipt_key_file: PathBuf,
+
+    #[arg(long, env = "HILT_WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub worker_concurrency: u32,
+
+    #[arg(long, env = "HILT_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub webhook_allow_private: bool,
+
+    #[arg(long, env = "HILT_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
+    pub log_format: String,
+
+    /// Skip applying migrations at start (`hilt migrate` applies them).
+    #[arg(long, env = "HILT_SKIP_MIGRATIONS", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
+    pub skip_migrations: bool,
+}
+
+/// A list of delays, kept as a newtype so clap does not read it as repeated values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule(pub Vec<Period>);
+
+impl Config {
+    pub fn public_base_url(&self) -> String {
+        match &self.public_base_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// Defaults for tests and tools: the same values an empty environment gives.
+    pub fn for_database(database_url: &str) -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: Config,
+        }
+        let mut config = Only::parse_from(["hilt"]).config;
+        config.database_url = database_url.to_owned();
+        config
+    }
+}
+
+fn parse_database_url(s: &str) -> Result<String, String> {
+    if s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        Ok(s.to_owned())
+    } else {
+        Err("must start with sqlite: or postgres://".into())
+    }
+}
+
+fn parse_redis_url(s: &str) -> Result<String, String> {
+    if s.starts_with("redis://") || s.starts_with("rediss://") {
+        Ok(s.to_owned())
+    } else {
+        Err("must start with redis:// or rediss://".into())
+    }
+}
+
+fn parse_http_url(s: &str) -> Result<String, String> {
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {
+            Ok(s.trim_end_matches('/').to_owned())
+        }
+        _ => Err("must be an http:// or https:// URL".into()),
+    }
+}
+
+fn parse_admin_token(s: &str) -> Result<String, String> {
+    if s.len() >= 16 {
+        Ok(s.to_owned())
+    } else {
+        Err("must be at least 16 characters".into())
+    }
+}
+
+fn parse_schedule(s: &str) -> Result<Schedule, String> {
+    parse_list(s).map(Schedule)
+}
+
+fn parse_positive_period(s: &str) -> Result<Period, String> {
+    let p: Period = s.parse()?;
+    if p.0.is_zero() { Err("must be longer than zero".into()) } else { Ok(p) }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        _ => Err("must be true or false".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::for_database("sqlite://x.db");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.public_base_url(), "http://127.0.0.1:8080");
+        assert_eq!(c.retry_schedule.0.len(), 7);
+        assert_eq!(c.worker_concurrency, 16);
+        assert!(!c.webhook_allow_private);
+    }
+}

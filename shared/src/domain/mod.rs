@@ -1,0 +1,11 @@
+//! Pure types and rules: ids, values that cross a boundary, states.
+
+pub mod duration;
+pub mod ids;
+pub mod money;
+pub mod status;
+
+pub use duration::Period;
+pub use ids::*;
+pub use money::{Amount, Currency};
+pub use status::*;

@@ -1,0 +1,11 @@
+//! Everything the API and the workers both need, and nothing about HTTP.
+
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod queue;
+pub mod service;
+pub mod shutdown;
+pub mod storage;
+pub mod telemetry;
+pub mod views;

@@ -1,0 +1,96 @@
+//! Job payloads (ids and intent only) and the one way to enqueue: a row in the outbox,
+//! written inside the caller's transaction.
+
+use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
+
+use crate::{
+    clock::Millis,
+    domain::JobId,
+    storage::jobs::{self, JobRow},
+};
+
+/// The queues of SPEC §9.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Queue {
+    Delivery,
+    Revoke,
+    ProofEmail,
+    Renewal,
+    Webhook,
+}
+
+impl Queue {
+    pub const ALL: [Queue; 5] = [Queue::Delivery, Queue::Revoke, Queue::ProofEmail, Queue::Renewal, Queue::Webhook];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Queue::Delivery => "delivery",
+            Queue::Revoke => "revoke",
+            Queue::ProofEmail => "proof_email",
+            Queue::Renewal => "renewal",
+            Queue::Webhook => "webhook",
+        }
+    }
+}
+
+/// Why a delivery attempt runs (the attempt's `trigger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Automatic,
+    Manual,
+    Renewal,
+    Revoke,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Automatic => "automatic",
+            Trigger::Manual => "manual",
+            Trigger::Renewal => "renewal",
+            Trigger::Revoke => "revoke",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    pub membership_id: String,
+    pub payment_id: Option<String>,
+    pub trigger: Trigger,
+}
+
+/// Writes a job into the outbox; the relay hands it to the queue once the transaction commits.
+pub async fn enqueue_delivery(
+    conn: &mut AnyConnection,
+    merchant_id: &str,
+    job: &DeliveryJob,
+    run_at: Millis,
+) -> Result<JobId, sqlx::Error> {
+    let id = JobId::generate();
+    let now = crate::clock::now_ms();
+    let payload = serde_json::to_string(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    jobs::insert(
+        conn,
+        &JobRow {
+            id: id.to_string(),
+            queue: Queue::Delivery.as_str().to_owned(),
+            payload,
+            merchant_id: Some(merchant_id.to_owned()),
+            membership_id: Some(job.membership_id.clone()),
+            status: "queued".to_owned(),
+            run_at,
+            attempts: 0,
+            last_error: None,
+            locked_by: None,
+            locked_until: None,
+            created_at: now,
+            updated_at: now,
+        },
+    )
+    .await?;
+    Ok(id)
+}

@@ -1,0 +1,211 @@
+//! Objects as the API returns them (SPEC §4). Webhooks send the same shapes as `data`.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{
+    clock::{rfc3339, rfc3339_opt},
+    domain::Period,
+    storage::{memberships::MembershipRow, payments::PaymentWithDelivery, products::ProductRow},
+};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Price {
+    /// Decimal string, e.g. "9.99".
+    pub amount: String,
+    pub currency: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductView {
+    pub id: String,
+    pub name: String,
+    /// `telegram` or `discord`.
+    pub platform: String,
+    pub telegram_chat_id: Option<i64>,
+    pub discord_guild_id: Option<String>,
+    pub discord_role_id: Option<String>,
+    pub fallback_invite_url: Option<String>,
+    pub price: Price,
+    pub recurring: bool,
+    /// Duration such as `30d`; null is lifetime access.
+    pub period: Option<String>,
+    pub grace_period: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&ProductRow> for ProductView {
+    fn from(p: &ProductRow) -> Self {
+        Self {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            platform: p.platform.clone(),
+            telegram_chat_id: p.telegram_chat_id,
+            discord_guild_id: p.discord_guild_id.clone(),
+            discord_role_id: p.discord_role_id.clone(),
+            fallback_invite_url: p.fallback_invite_url.clone(),
+            price: Price { amount: p.price_amount.clone(), currency: p.price_currency.clone() },
+            recurring: p.recurring != 0,
+            period: p.period_ms.map(|ms| Period::from_millis(ms).to_string()),
+            grace_period: Period::from_millis(p.grace_period_ms).to_string(),
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BuyerView {
+    pub email: Option<String>,
+    pub telegram_user_id: Option<i64>,
+    pub discord_user_id: Option<String>,
+    pub handle: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentView {
+    pub id: String,
+    pub product_id: String,
+    pub amount: String,
+    pub currency: String,
+    /// `pending`, `confirmed` or `failed`.
+    pub status: String,
+    pub wallet: Option<String>,
+    pub tx_signature: Option<String>,
+    pub buyer: BuyerView,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    pub membership_id: Option<String>,
+    pub receipt_id: Option<String>,
+    /// Mirror of the membership's delivery status; null until confirmed.
+    pub delivery_status: Option<String>,
+    pub created_at: String,
+    pub confirmed_at: Option<String>,
+}
+
+impl From<&PaymentWithDelivery> for PaymentView {
+    fn from(row: &PaymentWithDelivery) -> Self {
+        let p = &row.payment;
+        Self {
+            id: p.id.clone(),
+            product_id: p.product_id.clone(),
+            amount: p.amount.clone(),
+            currency: p.currency.clone(),
+            status: p.status.clone(),
+            wallet: p.wallet.clone(),
+            tx_signature: p.tx_signature.clone(),
+            buyer: BuyerView {
+                email: p.buyer_email.clone(),
+                telegram_user_id: p.buyer_telegram_user_id,
+                discord_user_id: p.buyer_discord_user_id.clone(),
+                handle: p.buyer_handle.clone(),
+            },
+            metadata: p.metadata.as_deref().and_then(|m| serde_json::from_str(m).ok()),
+            membership_id: p.membership_id.clone(),
+            receipt_id: p.receipt_id.clone(),
+            delivery_status: row.delivery_status.clone(),
+            created_at: rfc3339(p.created_at),
+            confirmed_at: rfc3339_opt(p.confirmed_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IdentityView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telegram_user_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discord_user_id: Option<String>,
+    pub handle: Option<String>,
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryView {
+    pub attempts: i64,
+    pub last_attempt_at: Option<String>,
+    pub last_error: Option<ErrorDetail>,
+    pub next_retry_at: Option<String>,
+    pub invite_url: Option<String>,
+    pub fallback_used: bool,
+    pub delivered_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    pub cancel_at_period_end: bool,
+    pub collection_state: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MembershipView {
+    pub id: String,
+    pub product_id: String,
+    pub platform: String,
+    /// `active`, `grace`, `expired` or `cancelled`.
+    pub status: String,
+    pub wallet: Option<String>,
+    pub identity: IdentityView,
+    /// Null for lifetime access.
+    pub current_period_end: Option<String>,
+    pub last_payment_id: String,
+    pub notes: Option<String>,
+    /// `pending`, `delivered`, `failed`, `manual_review` or `revoked`.
+    pub delivery_status: String,
+    pub delivery: DeliveryView,
+    pub support_ticket_id: Option<String>,
+    pub subscription: SubscriptionView,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&MembershipRow> for MembershipView {
+    fn from(m: &MembershipRow) -> Self {
+        let last_error = m.last_error_code.as_ref().map(|code| ErrorDetail {
+            code: code.clone(),
+            message: m.last_error_message.clone().unwrap_or_default(),
+            retryable: m.last_error_retryable.unwrap_or(0) != 0,
+        });
+        Self {
+            id: m.id.clone(),
+            product_id: m.product_id.clone(),
+            platform: m.platform.clone(),
+            status: m.status.clone(),
+            wallet: m.wallet.clone(),
+            identity: IdentityView {
+                telegram_user_id: m.telegram_user_id,
+                discord_user_id: m.discord_user_id.clone(),
+                handle: m.handle.clone(),
+                label: m.label.clone(),
+            },
+            current_period_end: rfc3339_opt(m.current_period_end),
+            last_payment_id: m.last_payment_id.clone(),
+            notes: m.notes.clone(),
+            delivery_status: m.delivery_status.clone(),
+            delivery: DeliveryView {
+                attempts: m.delivery_attempts,
+                last_attempt_at: rfc3339_opt(m.last_attempt_at),
+                last_error,
+                next_retry_at: rfc3339_opt(m.next_retry_at),
+                invite_url: m.invite_url.clone(),
+                fallback_used: m.fallback_used != 0,
+                delivered_at: rfc3339_opt(m.delivered_at),
+            },
+            support_ticket_id: m.support_ticket_id.clone(),
+            subscription: SubscriptionView {
+                cancel_at_period_end: m.cancel_at_period_end != 0,
+                collection_state: m.collection_state.clone(),
+            },
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.updated_at),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! `hilt-worker`: the same worker entry point as `hilt worker`.
+
+use std::sync::Arc;
+
+use clap::Parser;
+use hilt_shared::{config::Config, shutdown::signal, storage::Db, telemetry};
+
+#[derive(Parser)]
+#[command(name = "hilt-worker", version, about = "Hilt job worker")]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Arc::new(Cli::parse().config);
+    telemetry::init(&config.log_format);
+    let db = Db::connect(&config.database_url).await?;
+    if !config.skip_migrations {
+        db.migrate().await?;
+    }
+    hilt_worker::run(db, config, signal()).await
+}
