@@ -1,5 +1,7 @@
 //! Objects as the API returns them (SPEC §4). Webhooks send the same shapes as `data`.
 
+pub mod support;
+
 use serde::Serialize;
 use utoipa::ToSchema;
 

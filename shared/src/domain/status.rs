@@ -41,3 +41,7 @@ string_enum!(DeliveryStatus {
     ManualReview => "manual_review",
     Revoked => "revoked",
 });
+string_enum!(TicketStatus { Open => "open", Pending => "pending", Resolved => "resolved" });
+string_enum!(TicketKind { General => "general", Delivery => "delivery" });
+string_enum!(TicketPriority { Low => "low", Normal => "normal", High => "high", Urgent => "urgent" });
+string_enum!(MessageAuthor { Merchant => "merchant", Buyer => "buyer", System => "system" });

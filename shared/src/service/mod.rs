@@ -3,6 +3,7 @@
 pub mod merchants;
 pub mod payments;
 pub mod products;
+pub mod support;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

@@ -8,7 +8,9 @@ pub mod memberships;
 pub mod merchants;
 pub mod payments;
 pub mod products;
+pub mod receipt_keys;
 pub mod receipts;
+pub mod support;
 
 use std::{str::FromStr, time::Duration};
 
