@@ -5,7 +5,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hilt_api::state::AppState;
-use hilt_shared::{config::Config, domain::ids::random_token, service::merchants, shutdown, storage::Db, telemetry};
+use hilt_shared::{
+    config::Config, domain::ids::random_token, service::merchants, shutdown, signing::ReceiptSigner, storage::Db, telemetry,
+};
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -95,7 +97,10 @@ async fn run_api(db: Db, config: Arc<Config>, with_workers: bool) -> anyhow::Res
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let state = AppState { db: db.clone(), config: config.clone(), admin_token };
+    let receipt_signer = Arc::new(ReceiptSigner::load_or_create(&config.receipt_key_file)?);
+    receipt_signer.publish(&db).await.context("publishing the receipt signing key")?;
+    tracing::info!(key_id = receipt_signer.key_id(), "receipt signing key loaded");
+    let state = AppState { db: db.clone(), config: config.clone(), admin_token, receipt_signer };
     let api = hilt_api::serve(state, listener, stopped(stop_rx.clone()));
     if with_workers {
         let (api, workers) = tokio::join!(api, hilt_worker::run(db.clone(), config, stopped(stop_rx)));

@@ -1,10 +1,12 @@
 use std::sync::Arc;
 
-use hilt_shared::{config::Config, storage::Db};
+use hilt_shared::{config::Config, signing::ReceiptSigner, storage::Db};
 
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
     pub admin_token: Arc<str>,
+    /// The current receipt signing key (`HILT_RECEIPT_KEY_FILE`), loaded once at start.
+    pub receipt_signer: Arc<ReceiptSigner>,
 }

@@ -69,6 +69,10 @@ pub struct Config {
     #[arg(long, env = "HILT_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
     pub log_format: String,
 
+    /// Key prefix of the Redis queues (several deployments or test runs can share one Redis).
+    #[arg(long, env = "HILT_QUEUE_PREFIX", default_value = "hilt", hide = true)]
+    pub queue_prefix: String,
+
     /// Skip applying migrations at start (`hilt migrate` applies them).
     #[arg(long, env = "HILT_SKIP_MIGRATIONS", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
     pub skip_migrations: bool,

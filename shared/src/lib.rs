@@ -3,9 +3,13 @@
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod providers;
 pub mod queue;
 pub mod service;
 pub mod shutdown;
+pub mod signing;
 pub mod storage;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod views;

@@ -1,20 +1,10 @@
 //! Job handlers and the runner. `hilt worker`, `hilt-worker` and `hilt serve` all start `run`.
 
-use std::{future::Future, sync::Arc};
+pub mod context;
+pub mod jobs;
+pub mod relay;
+pub mod runner;
+pub mod sweeper;
 
-use hilt_shared::{config::Config, storage::Db};
-
-/// A process-unique worker id (`{host}-{pid}-{random}`): the queue refuses a reused name.
-pub fn worker_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "hilt".into());
-    format!("{host}-{}-{}", std::process::id(), hilt_shared::domain::ids::random_token(6))
-}
-
-/// Runs until `shutdown` resolves.
-pub async fn run(_db: Db, config: Arc<Config>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let id = worker_id();
-    tracing::info!(worker.id = %id, concurrency = config.worker_concurrency, "worker started");
-    shutdown.await;
-    tracing::info!(worker.id = %id, "worker stopped");
-    Ok(())
-}
+pub use context::{JobContext, Tuning};
+pub use runner::{run, run_with};

@@ -47,6 +47,6 @@ pub async fn confirm_payment(
     Path(id): Path<String>,
     ApiJson(input): ApiJson<ConfirmPayment>,
 ) -> Result<Json<PaymentView>, ApiError> {
-    let payment = payments::confirm(&state.db, &id, &input.tx_signature).await?;
+    let payment = payments::confirm(&state.db, &state.receipt_signer, &id, &input.tx_signature).await?;
     Ok(Json(PaymentView::from(&payment)))
 }

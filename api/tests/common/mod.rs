@@ -10,7 +10,7 @@ use axum::{
     http::{Method, Request, StatusCode},
 };
 use hilt_api::state::AppState;
-use hilt_shared::{config::Config, domain::ids::random_token, storage::Db};
+use hilt_shared::{config::Config, domain::ids::random_token, signing::ReceiptSigner, storage::Db};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -75,7 +75,11 @@ impl TestApp {
         config.admin_token = Some(ADMIN.into());
         config.retry_schedule = hilt_shared::config::Schedule(vec!["10ms".parse().expect("period"); 3]);
         let config = Arc::new(config);
-        let state = AppState { db: db.clone(), config: config.clone(), admin_token: ADMIN.into() };
+        // Each app signs with its own key file, created on first use like in production.
+        let key_dir = tempfile::tempdir().expect("key dir");
+        let signer = ReceiptSigner::load_or_create(&key_dir.path().join("receipt-key")).expect("receipt key");
+        signer.publish(&db).await.expect("publish receipt key");
+        let state = AppState { db: db.clone(), config: config.clone(), admin_token: ADMIN.into(), receipt_signer: Arc::new(signer) };
         Self { router: hilt_api::router(state), db, config, _dir: dir }
     }
 

@@ -3,6 +3,7 @@
 pub mod duration;
 pub mod ids;
 pub mod money;
+pub mod retry;
 pub mod status;
 
 pub use duration::Period;

@@ -1,6 +1,8 @@
 //! Job payloads (ids and intent only) and the one way to enqueue: a row in the outbox,
 //! written inside the caller's transaction.
 
+pub mod transport;
+
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 
@@ -11,7 +13,7 @@ use crate::{
 };
 
 /// The queues of SPEC §9.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Queue {
     Delivery,
@@ -63,27 +65,41 @@ pub struct DeliveryJob {
     pub trigger: Trigger,
 }
 
-/// Writes a job into the outbox; the relay hands it to the queue once the transaction commits.
+/// Writes a delivery job into the outbox; the relay hands it to the queue once the
+/// transaction commits.
 pub async fn enqueue_delivery(
     conn: &mut AnyConnection,
     merchant_id: &str,
     job: &DeliveryJob,
     run_at: Millis,
 ) -> Result<JobId, sqlx::Error> {
+    let payload = serde_json::to_string(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    enqueue(conn, Queue::Delivery, Some(merchant_id), Some(&job.membership_id), payload, run_at).await
+}
+
+/// The one way to enqueue: a row in the outbox, inside the caller's transaction.
+pub async fn enqueue(
+    conn: &mut AnyConnection,
+    queue: Queue,
+    merchant_id: Option<&str>,
+    membership_id: Option<&str>,
+    payload: String,
+    run_at: Millis,
+) -> Result<JobId, sqlx::Error> {
     let id = JobId::generate();
     let now = crate::clock::now_ms();
-    let payload = serde_json::to_string(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     jobs::insert(
         conn,
         &JobRow {
             id: id.to_string(),
-            queue: Queue::Delivery.as_str().to_owned(),
+            queue: queue.as_str().to_owned(),
             payload,
-            merchant_id: Some(merchant_id.to_owned()),
-            membership_id: Some(job.membership_id.clone()),
+            merchant_id: merchant_id.map(str::to_owned),
+            membership_id: membership_id.map(str::to_owned),
             status: "queued".to_owned(),
             run_at,
             attempts: 0,
+            failures: 0,
             last_error: None,
             locked_by: None,
             locked_until: None,

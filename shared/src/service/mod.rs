@@ -3,6 +3,7 @@
 pub mod merchants;
 pub mod payments;
 pub mod products;
+pub mod receipts;
 pub mod support;
 
 #[derive(Debug, thiserror::Error)]

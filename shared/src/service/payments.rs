@@ -1,9 +1,6 @@
 //! Payments and the flow after one confirms (SPEC §6), in one transaction.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
@@ -15,8 +12,9 @@ use crate::{
         Platform, ReceiptId,
     },
     queue::{self, DeliveryJob, Trigger},
+    signing::ReceiptSigner,
     storage::{
-        Db, events,
+        Db, events, merchants,
         events::EventRow,
         is_unique_violation,
         memberships::{self, MembershipRow},
@@ -136,7 +134,12 @@ fn buyer_key(product: &ProductRow, p: &PaymentRow) -> Option<String> {
 
 /// Confirms a payment (the payment processor's call). Idempotent: confirming again with the
 /// same transaction returns the same payment and creates nothing.
-pub async fn confirm(db: &Db, id: &str, tx_signature: &str) -> Result<PaymentWithDelivery, ServiceError> {
+pub async fn confirm(
+    db: &Db,
+    signer: &ReceiptSigner,
+    id: &str,
+    tx_signature: &str,
+) -> Result<PaymentWithDelivery, ServiceError> {
     let tx_signature = tx_signature.trim();
     if tx_signature.is_empty() || tx_signature.len() > 256 || !tx_signature.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(invalid("tx_signature", "must be 1 to 256 visible ASCII characters"));
@@ -186,7 +189,9 @@ pub async fn confirm(db: &Db, id: &str, tx_signature: &str) -> Result<PaymentWit
             .execute(&mut *tx)
             .await?;
     }
-    issue_receipt(&mut tx, &product, &payment, &membership.id, &receipt_id, tx_signature, now).await?;
+    let merchant = merchants::get(&mut tx, &payment.merchant_id).await?.ok_or(ServiceError::NotFound)?;
+    let issue = ReceiptIssue { merchant_name: &merchant.name, product: &product, payment: &payment, membership_id: &membership.id, receipt_id: &receipt_id };
+    issue_receipt(&mut tx, signer, issue, tx_signature, now).await?;
 
     let confirmed = payments::get(&mut tx, None, id).await?.ok_or(ServiceError::NotFound)?;
     record_event(&mut tx, &confirmed.payment.merchant_id, "payment.confirmed", Some(&membership.id), Some(&payment.id),
@@ -239,6 +244,8 @@ async fn grant_access(
         collection_state: "paid".to_owned(),
         created_at: now,
         updated_at: now,
+        attempt_lock_job: None,
+        attempt_lock_until: None,
     };
     if memberships::insert_if_absent(tx, &fresh).await? {
         return Ok(fresh);
@@ -269,30 +276,40 @@ async fn grant_access(
     Ok(m)
 }
 
-/// The receipt's proof payload; the signature over its canonical bytes is added by the signer.
+struct ReceiptIssue<'a> {
+    merchant_name: &'a str,
+    product: &'a ProductRow,
+    payment: &'a PaymentRow,
+    membership_id: &'a str,
+    receipt_id: &'a str,
+}
+
+/// Writes the receipt: its payload in RFC 8785 canonical form, signed with the current key
+/// (SPEC §5 "Receipt proof format"). The payload is the whole proof; nothing merchant-only goes in.
 async fn issue_receipt(
     tx: &mut AnyConnection,
-    product: &ProductRow,
-    payment: &PaymentRow,
-    membership_id: &str,
-    receipt_id: &str,
+    signer: &ReceiptSigner,
+    issue: ReceiptIssue<'_>,
     tx_signature: &str,
     now: Millis,
 ) -> Result<(), ServiceError> {
-    let payload: BTreeMap<&str, serde_json::Value> = BTreeMap::from([
-        ("receipt_id", receipt_id.into()),
-        ("merchant_id", payment.merchant_id.clone().into()),
-        ("payment_id", payment.id.clone().into()),
-        ("membership_id", membership_id.into()),
-        ("product_id", product.id.clone().into()),
-        ("product_name", product.name.clone().into()),
-        ("wallet", payment.wallet.clone().into()),
-        ("tx_signature", tx_signature.into()),
-        ("amount", payment.amount.clone().into()),
-        ("currency", payment.currency.clone().into()),
-        ("issued_at", rfc3339(now).into()),
-    ]);
-    let payload = serde_json::to_string(&payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let ReceiptIssue { merchant_name, product, payment, membership_id, receipt_id } = issue;
+    let payload = serde_json::json!({
+        "type": RECEIPT_PAYLOAD_TYPE,
+        "receipt_id": receipt_id,
+        "merchant_id": payment.merchant_id,
+        "merchant_name": merchant_name,
+        "payment_id": payment.id,
+        "membership_id": membership_id,
+        "product_id": product.id,
+        "product_name": product.name,
+        "wallet": payment.wallet,
+        "tx_signature": tx_signature,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "issued_at": rfc3339(now),
+    });
+    let signed = signer.sign(&payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let row = ReceiptRow {
         id: receipt_id.to_owned(),
         merchant_id: payment.merchant_id.clone(),
@@ -304,10 +321,10 @@ async fn issue_receipt(
         amount: payment.amount.clone(),
         currency: payment.currency.clone(),
         issued_at: now,
-        payload_sha256: hex::encode(Sha256::digest(payload.as_bytes())),
-        payload,
-        key_id: None,
-        signature: None,
+        payload_sha256: signed.payload_sha256,
+        payload: signed.canonical,
+        key_id: Some(signed.key_id),
+        signature: Some(signed.signature),
         invoice_number: None,
         billing_name: None,
         billing_email: None,
@@ -317,6 +334,9 @@ async fn issue_receipt(
     receipts::insert(tx, &row).await?;
     Ok(())
 }
+
+/// The `type` member of every receipt payload: the version of its shape.
+pub const RECEIPT_PAYLOAD_TYPE: &str = "hilt.receipt.v1";
 
 pub async fn record_event(
     tx: &mut AnyConnection,

@@ -1,15 +1,19 @@
 //! All SQL lives here, one module per table. The same statements run on SQLite and PostgreSQL
 //! through `sqlx::Any` (`$N` placeholders, BIGINT timestamps and flags, TEXT JSON).
 
+pub mod attempts;
 pub mod events;
 pub mod idempotency;
 pub mod jobs;
+pub mod leases;
 pub mod memberships;
 pub mod merchants;
 pub mod payments;
 pub mod products;
+pub mod queue_controls;
 pub mod receipt_keys;
 pub mod receipts;
+pub mod workers;
 pub mod support;
 
 use std::{str::FromStr, time::Duration};

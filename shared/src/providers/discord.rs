@@ -1,0 +1,369 @@
+//! Discord REST through serenity's `Http`, routes and models, with our own response handling.
+//!
+//! The client is `HttpBuilder::new(token).proxy(base).ratelimiter_disabled(true)` with our
+//! reqwest client (timeouts). Requests are serenity `Request`s (route → URL, `Bot` auth header,
+//! user agent) built against that proxy; we execute them ourselves because serenity turns every
+//! non-2xx into an `ErrorResponse` without headers, and with its ratelimiter off that loses the
+//! 429 `Retry-After`, which we must honour. Successful bodies decode into serenity's models.
+//!
+//! Base URL: serenity replaces `https://discord.com` in `https://discord.com/api/v10/...` by the
+//! proxy, so the proxy is the URL *without* `/api`. `HILT_DISCORD_API_URL` follows Discord's own
+//! convention (`https://discord.com/api`); a trailing `/api` or `/api/v10` is stripped, so
+//! `https://discord.com/api`, `http://127.0.0.1:PORT/api` and `http://127.0.0.1:PORT` all work.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::de::DeserializeOwned;
+use serenity::{
+    http::{HttpBuilder, LightMethod, Request, Route},
+    model::id::{GuildId, RoleId, UserId},
+};
+use tokio::sync::OnceCell;
+
+use super::{ErrorClass, ProviderError, http_client, network_error};
+
+const PROVIDER: &str = "Discord";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotUser {
+    pub id: String,
+    pub username: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user_id: String,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    pub id: String,
+    pub name: String,
+    pub position: i64,
+    pub permissions: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddOutcome {
+    /// 201: the user joined with the roles given.
+    Added,
+    /// 204: the user was already a member; the roles in the request were NOT applied.
+    AlreadyMember,
+}
+
+#[derive(Clone)]
+pub struct Discord {
+    http: Arc<serenity::http::Http>,
+    client: reqwest::Client,
+    proxy: String,
+    bot_user: Arc<OnceCell<BotUser>>,
+}
+
+impl std::fmt::Debug for Discord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discord").field("base", &self.proxy).finish_non_exhaustive()
+    }
+}
+
+/// `https://discord.com/api` → `https://discord.com` (what serenity's proxy replacement wants).
+pub fn proxy_base(api_url: &str) -> String {
+    let mut base = api_url.trim_end_matches('/');
+    for suffix in ["/v10", "/api"] {
+        base = base.strip_suffix(suffix).unwrap_or(base);
+    }
+    base.to_owned()
+}
+
+impl Discord {
+    /// `api_url`: `https://discord.com/api` for real Discord, or a fake's `http://127.0.0.1:PORT`.
+    pub fn new(token: &str, api_url: &str, timeout: Duration) -> Result<Self, ProviderError> {
+        let proxy = proxy_base(api_url);
+        if reqwest::Url::parse(&proxy).is_err() {
+            return Err(ProviderError::configuration("invalid_api_url", "HILT_DISCORD_API_URL is not a URL"));
+        }
+        let client = http_client(timeout)?;
+        let http = HttpBuilder::new(token)
+            .client(client.clone())
+            .proxy(proxy.clone())
+            .ratelimiter_disabled(true)
+            .build();
+        Ok(Self { http: Arc::new(http), client, proxy, bot_user: Arc::new(OnceCell::new()) })
+    }
+
+    /// The serenity client (same token, base URL and reqwest client), for anything not wrapped.
+    /// Its errors classify with `ProviderError::from(serenity::Error)`, minus `Retry-After`.
+    pub fn http(&self) -> &serenity::http::Http {
+        &self.http
+    }
+
+    pub async fn current_user(&self) -> Result<BotUser, ProviderError> {
+        let user: serenity::model::user::CurrentUser =
+            self.fire(Request::new(Route::UserMe, LightMethod::Get)).await?;
+        Ok(BotUser { id: user.id.get().to_string(), username: user.name.clone() })
+    }
+
+    async fn bot_user(&self) -> Result<&BotUser, ProviderError> {
+        self.bot_user.get_or_try_init(|| self.current_user()).await
+    }
+
+    /// `None` when Discord answers 10007 Unknown Member.
+    pub async fn get_member(&self, guild: &str, user: &str) -> Result<Option<Member>, ProviderError> {
+        let (guild_id, user_id) = (guild_id(guild)?, user_id(user)?);
+        let route = Route::GuildMember { guild_id, user_id };
+        match self.fire_member(Request::new(route, LightMethod::Get), guild_id).await {
+            Ok(member) => Ok(Some(member)),
+            Err(e) if e.code == "member_not_in_guild" => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /guilds/{g}/members/{u}/roles/{r}` (204; idempotent).
+    pub async fn add_role(&self, guild: &str, user: &str, role: &str) -> Result<(), ProviderError> {
+        let route = Route::GuildMemberRole {
+            guild_id: guild_id(guild)?,
+            user_id: user_id(user)?,
+            role_id: role_id(role)?,
+        };
+        self.execute(Request::new(route, LightMethod::Put)).await.map(drop)
+    }
+
+    /// `DELETE /guilds/{g}/members/{u}/roles/{r}` (204; idempotent).
+    pub async fn remove_role(&self, guild: &str, user: &str, role: &str) -> Result<(), ProviderError> {
+        let route = Route::GuildMemberRole {
+            guild_id: guild_id(guild)?,
+            user_id: user_id(user)?,
+            role_id: role_id(role)?,
+        };
+        self.execute(Request::new(route, LightMethod::Delete)).await.map(drop)
+    }
+
+    /// `PUT /guilds/{g}/members/{u}` with the buyer's OAuth2 access token (`guilds.join`).
+    pub async fn add_member_with_oauth(
+        &self,
+        guild: &str,
+        user: &str,
+        access_token: &str,
+        role: &str,
+    ) -> Result<AddOutcome, ProviderError> {
+        let (guild_id, user_id, role_id) = (guild_id(guild)?, user_id(user)?, role_id(role)?);
+        let body = serde_json::json!({
+            "access_token": access_token,
+            "roles": [role_id.get().to_string()],
+        });
+        let body = serde_json::to_vec(&body).map_err(|_| invalid_response())?;
+        let request = Request::new(Route::GuildMember { guild_id, user_id }, LightMethod::Put).body(Some(body));
+        let (status, _) = self.execute(request).await?;
+        Ok(if status == 204 { AddOutcome::AlreadyMember } else { AddOutcome::Added })
+    }
+
+    pub async fn get_guild_roles(&self, guild: &str) -> Result<Vec<Role>, ProviderError> {
+        let guild_id = guild_id(guild)?;
+        let (_, body) = self.execute(Request::new(Route::GuildRoles { guild_id }, LightMethod::Get)).await?;
+        let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| invalid_response())?;
+        // serenity's models carry the guild id, which Discord does not send (serenity adds it too).
+        if let Some(items) = value.as_array_mut() {
+            for item in items {
+                if let Some(map) = item.as_object_mut() {
+                    map.insert("guild_id".into(), guild_id.get().to_string().into());
+                }
+            }
+        }
+        let roles: Vec<serenity::model::guild::Role> =
+            serde_json::from_value(value).map_err(|_| invalid_response())?;
+        Ok(roles
+            .into_iter()
+            .map(|r| Role {
+                id: r.id.get().to_string(),
+                name: r.name,
+                position: i64::from(r.position),
+                permissions: r.permissions.bits(),
+            })
+            .collect())
+    }
+
+    /// The position of the bot's highest role in the guild (0 = only @everyone). A role can be
+    /// granted by the bot only if it sits strictly below this.
+    pub async fn bot_highest_role_position(&self, guild: &str) -> Result<i64, ProviderError> {
+        let bot = self.bot_user().await?.clone();
+        let member = self
+            .get_member(guild, &bot.id)
+            .await?
+            .ok_or_else(|| ProviderError::configuration("bot_not_in_guild", "the bot is not a member of the guild"))?;
+        let roles = self.get_guild_roles(guild).await?;
+        Ok(roles
+            .iter()
+            .filter(|r| member.roles.contains(&r.id))
+            .map(|r| r.position)
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// Delivery: add the role to a member; else join the buyer with their OAuth token (and add
+    /// the role when Discord says they were already in); else `member_not_in_guild`.
+    pub async fn grant_role(
+        &self,
+        guild: &str,
+        user: &str,
+        role: &str,
+        oauth_token: Option<&str>,
+    ) -> Result<(), ProviderError> {
+        if self.get_member(guild, user).await?.is_some() {
+            return self.add_role(guild, user, role).await;
+        }
+        let Some(token) = oauth_token.filter(|t| !t.is_empty()) else {
+            return Err(member_not_in_guild());
+        };
+        match self.add_member_with_oauth(guild, user, token, role).await? {
+            AddOutcome::Added => Ok(()),
+            AddOutcome::AlreadyMember => self.add_role(guild, user, role).await,
+        }
+    }
+
+    async fn fire<T: DeserializeOwned>(&self, request: Request<'_>) -> Result<T, ProviderError> {
+        let (_, body) = self.execute(request).await?;
+        serde_json::from_slice(&body).map_err(|_| invalid_response())
+    }
+
+    async fn fire_member(&self, request: Request<'_>, guild_id: GuildId) -> Result<Member, ProviderError> {
+        let (_, body) = self.execute(request).await?;
+        let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| invalid_response())?;
+        if let Some(map) = value.as_object_mut() {
+            map.insert("guild_id".into(), guild_id.get().to_string().into());
+        }
+        let member: serenity::model::guild::Member =
+            serde_json::from_value(value).map_err(|_| invalid_response())?;
+        Ok(Member {
+            user_id: member.user.id.get().to_string(),
+            roles: member.roles.iter().map(|r| r.get().to_string()).collect(),
+        })
+    }
+
+    /// Sends a serenity request through our client; the status and body of a 2xx, else our error.
+    async fn execute(&self, request: Request<'_>) -> Result<(u16, Vec<u8>), ProviderError> {
+        let token = self.http.token();
+        let builder = request
+            .build(&self.client, token, Some(&self.proxy))
+            .map_err(|_| ProviderError::configuration("invalid_api_url", "could not build the Discord request URL"))?;
+        let response = builder.send().await.map_err(|e| network_error(PROVIDER, e, token))?;
+        let status = response.status().as_u16();
+        let header_retry = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        let body = response.bytes().await.map_err(|e| network_error(PROVIDER, e, token))?.to_vec();
+        if (200..300).contains(&status) {
+            return Ok((status, body));
+        }
+        let wire: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+        let retry_after = wire.retry_after.into_iter().chain(header_retry).fold(None, |acc: Option<f64>, s| {
+            Some(acc.map_or(s, |a| a.max(s)))
+        });
+        Err(classify(status, wire.code, retry_after))
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    code: i64,
+    retry_after: Option<f64>,
+}
+
+fn snowflake(s: &str) -> Option<u64> {
+    s.trim().parse::<u64>().ok().filter(|id| *id > 0)
+}
+
+fn guild_id(s: &str) -> Result<GuildId, ProviderError> {
+    snowflake(s)
+        .map(GuildId::new)
+        .ok_or_else(|| ProviderError::configuration("unknown_guild", "the guild id is not a Discord snowflake"))
+}
+
+fn role_id(s: &str) -> Result<RoleId, ProviderError> {
+    snowflake(s)
+        .map(RoleId::new)
+        .ok_or_else(|| ProviderError::configuration("unknown_role", "the role id is not a Discord snowflake"))
+}
+
+fn user_id(s: &str) -> Result<UserId, ProviderError> {
+    snowflake(s)
+        .map(UserId::new)
+        .ok_or_else(|| ProviderError::member_permanent("identity_invalid", "the Discord user id is not a snowflake"))
+}
+
+fn invalid_response() -> ProviderError {
+    ProviderError::transient("invalid_response", "Discord sent an answer that could not be read")
+}
+
+fn member_not_in_guild() -> ProviderError {
+    ProviderError::member_permanent(
+        "member_not_in_guild",
+        "the buyer is not in the guild and no OAuth access token is known to add them",
+    )
+}
+
+/// The classification table for Discord (see docs/PROVIDERS.md): JSON `code` first, then status.
+fn classify(status: u16, code: i64, retry_after_secs: Option<f64>) -> ProviderError {
+    use ErrorClass::*;
+    if status == 429 {
+        let retry_after = retry_after_secs
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64);
+        let shown = retry_after.map_or_else(|| "?".to_owned(), |d| format!("{:.1}", d.as_secs_f64()));
+        return ProviderError::transient("rate_limited", format!("Discord rate limit: retry after {shown} s"))
+            .with_retry_after(retry_after)
+            .with_status(status);
+    }
+    if status >= 500 {
+        return ProviderError::transient("provider_5xx", format!("Discord answered HTTP {status}")).with_status(status);
+    }
+    let (code, class, message): (&str, ErrorClass, String) = match (code, status) {
+        (10004, _) => ("unknown_guild", Configuration, "Discord does not know the guild".into()),
+        (10007, _) => return member_not_in_guild_from_api().with_status(status),
+        (10011, _) => ("unknown_role", Configuration, "Discord does not know the role".into()),
+        (10013, _) => ("unknown_user", MemberPermanent, "Discord does not know the user".into()),
+        (50001, _) => (
+            "missing_access",
+            Configuration,
+            "the bot has no access to the guild (not a member, or the guild is hidden from it)".into(),
+        ),
+        (50013, _) => (
+            "missing_permissions",
+            Configuration,
+            "the bot lacks Manage Roles or the role is not below the bot's highest role".into(),
+        ),
+        (50025, _) => (
+            "invalid_oauth_token",
+            MemberPermanent,
+            "the buyer's Discord authorisation is invalid or expired; they must sign in again".into(),
+        ),
+        (50035, _) => ("invalid_request", Configuration, "Discord rejected the request body".into()),
+        (_, 401) => ("invalid_bot_token", Configuration, "Discord rejected the bot token".into()),
+        (_, 403) => ("forbidden", Configuration, format!("Discord refused the request (code {code})")),
+        (_, 404) => ("not_found", Configuration, format!("Discord answered 404 (code {code})")),
+        _ => ("provider_rejected", Configuration, format!("Discord answered HTTP {status} (code {code})")),
+    };
+    ProviderError::new(code, class, message).with_status(status)
+}
+
+fn member_not_in_guild_from_api() -> ProviderError {
+    ProviderError::member_permanent("member_not_in_guild", "the user is not a member of the guild")
+}
+
+/// For calls made through serenity's own methods (`Discord::http()`); a 429 there has lost its
+/// `Retry-After`, so it comes back without `retry_after`.
+impl From<serenity::Error> for ProviderError {
+    fn from(err: serenity::Error) -> Self {
+        use serenity::http::HttpError;
+        match err {
+            serenity::Error::Http(HttpError::UnsuccessfulRequest(response)) => {
+                classify(response.status_code.as_u16(), response.error.code as i64, None)
+            }
+            serenity::Error::Http(HttpError::Request(e)) => network_error(PROVIDER, e, ""),
+            serenity::Error::Json(_) => invalid_response(),
+            _ => ProviderError::transient("network", "the Discord request failed"),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! What every job handler gets: the database, the providers, this worker's id and timings.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use hilt_shared::{config::Config, domain::Period, providers::Providers, storage::Db};
+
+/// Timings of the job machinery. Production defaults; tests shrink them.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// How long a claimed job stays ours without renewal; renewed every third of it.
+    pub lease: Duration,
+    /// How many jobs per queue may sit in the transport at once (the bounded window).
+    pub window: i64,
+    /// A job in the transport this long without being claimed is assumed lost and re-pushed.
+    pub requeue_after: Duration,
+    pub relay_idle: Duration,
+    pub sweep_every: Duration,
+    pub vacuum_every: Duration,
+    /// Wait before trying again when another attempt for the membership holds the lock.
+    pub lock_wait: Duration,
+    /// Per-provider pause after a burst of 401/403 answers.
+    pub auth_failure_burst: u32,
+    pub auth_failure_pause: Duration,
+    pub retry_schedule: Vec<Period>,
+}
+
+impl Tuning {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            lease: Duration::from_secs(15),
+            window: 500,
+            requeue_after: Duration::from_secs(30),
+            relay_idle: Duration::from_millis(200),
+            sweep_every: Duration::from_secs(2),
+            vacuum_every: Duration::from_secs(30),
+            lock_wait: Duration::from_secs(1),
+            auth_failure_burst: 20,
+            auth_failure_pause: Duration::from_secs(60),
+            retry_schedule: config.retry_schedule.0.clone(),
+        }
+    }
+}
+
+pub struct JobContext {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub providers: Providers,
+    pub worker_id: String,
+    pub tuning: Tuning,
+    pub auth_breaker: AuthBreaker,
+}
+
+impl JobContext {
+    pub fn new(db: Db, config: Arc<Config>, providers: Providers, tuning: Tuning) -> Self {
+        let auth_breaker = AuthBreaker::new(tuning.auth_failure_burst, tuning.auth_failure_pause);
+        Self { db, config, providers, worker_id: worker_id(), tuning, auth_breaker }
+    }
+
+    pub fn lease_ms(&self) -> i64 {
+        i64::try_from(self.tuning.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// A process-unique worker id (`{host}-{pid}-{random}`): the queue refuses a reused name.
+pub fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "hilt".into());
+    format!("{host}-{}-{}", std::process::id(), hilt_shared::domain::ids::random_token(6))
+}
+
+/// Stops calling a provider for a while after a burst of 401/403 answers: Discord bans an IP
+/// after 10,000 invalid requests in 10 minutes, which would hurt every merchant at once.
+pub struct AuthBreaker {
+    burst: u32,
+    pause: Duration,
+    state: Mutex<HashMap<&'static str, BreakerState>>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    window_start: Option<Instant>,
+    failures: u32,
+    paused_until: Option<Instant>,
+}
+
+impl AuthBreaker {
+    pub fn new(burst: u32, pause: Duration) -> Self {
+        Self { burst, pause, state: Mutex::new(HashMap::new()) }
+    }
+
+    /// Time left in the provider's pause, if it is paused.
+    pub fn paused_for(&self, provider: &'static str) -> Option<Duration> {
+        let state = self.state.lock().ok()?;
+        let until = state.get(provider)?.paused_until?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    pub fn record(&self, provider: &'static str, http_status: Option<u16>) {
+        let Ok(mut state) = self.state.lock() else { return };
+        let s = state.entry(provider).or_default();
+        if !matches!(http_status, Some(401 | 403)) {
+            return;
+        }
+        let now = Instant::now();
+        if s.window_start.is_none_or(|start| now.duration_since(start) > self.pause) {
+            s.window_start = Some(now);
+            s.failures = 0;
+        }
+        s.failures += 1;
+        if s.failures >= self.burst {
+            tracing::warn!(provider, failures = s.failures, "pausing provider calls after a burst of 401/403 answers");
+            s.paused_until = Some(now + self.pause);
+            s.failures = 0;
+            s.window_start = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_refusals_pauses_only_that_provider() {
+        let breaker = AuthBreaker::new(3, Duration::from_secs(60));
+        breaker.record("discord", Some(403));
+        breaker.record("discord", Some(500));
+        breaker.record("discord", Some(401));
+        assert!(breaker.paused_for("discord").is_none(), "two refusals are not a burst");
+        breaker.record("discord", Some(403));
+        assert!(breaker.paused_for("discord").is_some());
+        assert!(breaker.paused_for("telegram").is_none());
+    }
+}

@@ -1,0 +1,389 @@
+//! Delivery: hand over access after a payment (SPEC §6), record every attempt, and decide the
+//! next step — delivered, retry on the schedule, or manual review with a support ticket.
+
+use std::time::Instant;
+
+use hilt_shared::{
+    clock::{now_ms, rfc3339},
+    domain::{AttemptId, DeliveryStatus, MembershipStatus, Platform, retry::next_delay},
+    providers::{ErrorClass, ProviderError},
+    queue::{DeliveryJob, Trigger},
+    service::{payments::record_event, support},
+    storage::{
+        attempts::{self, AttemptRow},
+        jobs::{self, Finish, JobRow},
+        memberships::{self, MembershipRow},
+        products::{self, ProductRow},
+    },
+    views::MembershipView,
+};
+
+use super::finish_alone;
+use crate::JobContext;
+
+/// Invite links stay valid this long; a buyer who misses it gets a new one from a retry.
+const INVITE_VALIDITY_MS: i64 = 7 * 86_400_000;
+
+/// How access is handed over for a product, given what is configured.
+enum Plan {
+    Telegram { chat_id: i64 },
+    Discord { guild_id: String, role_id: String },
+    Fallback { url: String },
+    NotConfigured,
+}
+
+impl Plan {
+    fn for_product(ctx: &JobContext, product: &ProductRow) -> Self {
+        let fallback = || match &product.fallback_invite_url {
+            Some(url) => Plan::Fallback { url: url.clone() },
+            None => Plan::NotConfigured,
+        };
+        match Platform::parse(&product.platform) {
+            Some(Platform::Telegram) => match (&ctx.providers.telegram, product.telegram_chat_id) {
+                (Some(_), Some(chat_id)) => Plan::Telegram { chat_id },
+                _ => fallback(),
+            },
+            Some(Platform::Discord) => match (&ctx.providers.discord, &product.discord_guild_id, &product.discord_role_id) {
+                (Some(_), Some(g), Some(r)) => Plan::Discord { guild_id: g.clone(), role_id: r.clone() },
+                _ => fallback(),
+            },
+            None => fallback(),
+        }
+    }
+
+    fn provider(&self) -> &'static str {
+        match self {
+            Plan::Telegram { .. } => "telegram",
+            Plan::Discord { .. } => "discord",
+            Plan::Fallback { .. } => "fallback",
+            Plan::NotConfigured => "none",
+        }
+    }
+}
+
+/// What a successful attempt handed over.
+struct Delivered {
+    invite_url: Option<String>,
+    fallback_used: bool,
+    /// How the buyer was reached, for the attempt's response summary.
+    via: &'static str,
+}
+
+pub async fn run(ctx: &JobContext, job: &JobRow) -> anyhow::Result<()> {
+    let Ok(intent) = serde_json::from_str::<DeliveryJob>(&job.payload) else {
+        return finish_alone(ctx, job, Finish::Dead { error: "unreadable job payload".into() }).await;
+    };
+    let now = now_ms();
+
+    // 1. Reload by id, skip what is already done, take the membership's attempt lock, and
+    //    write the attempt row — all committed before the provider is called.
+    let mut tx = ctx.db.begin().await?;
+    let Some(membership) = memberships::get_any(&mut tx, &intent.membership_id).await? else {
+        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Done, now).await?;
+        tx.commit().await?;
+        return Ok(());
+    };
+    if let Some(reason) = nothing_to_do(&membership, intent.trigger) {
+        tracing::info!(reason, "delivery not needed");
+        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Done, now).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    let lock_until = now + ctx.lease_ms();
+    if !memberships::lock_for_attempt(&mut tx, &membership.id, &job.id, now, lock_until).await? {
+        let wait = now + i64::try_from(ctx.tuning.lock_wait.as_millis()).unwrap_or(1_000);
+        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::RetryAt { at: wait, error: None, failed: false }, now).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    let Some(product) = products::get(&mut tx, &membership.merchant_id, &membership.product_id).await? else {
+        memberships::unlock(&mut tx, &membership.id, &job.id).await?;
+        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Dead { error: "product no longer exists".into() }, now).await?;
+        tx.commit().await?;
+        return Ok(());
+    };
+    let plan = Plan::for_product(ctx, &product);
+    let mut attempt = AttemptRow {
+        id: AttemptId::generate().to_string(),
+        merchant_id: membership.merchant_id.clone(),
+        membership_id: membership.id.clone(),
+        payment_id: intent.payment_id.clone().or_else(|| Some(membership.last_payment_id.clone())),
+        job_id: Some(job.id.clone()),
+        number: attempts::max_number(&mut tx, &membership.id).await? + 1,
+        trigger_kind: intent.trigger.as_str().to_owned(),
+        provider: plan.provider().to_owned(),
+        outcome: None,
+        error_code: None,
+        error_message: None,
+        error_retryable: None,
+        request_summary: Some(request_summary(&plan, &membership)),
+        response_summary: None,
+        worker_id: ctx.worker_id.clone(),
+        started_at: now,
+        finished_at: None,
+        duration_ms: None,
+    };
+    attempts::insert(&mut tx, &attempt).await?;
+    tx.commit().await?;
+    let span = tracing::info_span!("attempt", attempt.id = %attempt.id, provider = plan.provider());
+    let _entered = span.enter();
+
+    // 2. The provider call, outside any transaction.
+    let started = Instant::now();
+    let result = hand_over(ctx, &plan, &membership, &attempt.id).await;
+    attempt.duration_ms = Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
+    if let Err(e) = &result {
+        ctx.auth_breaker.record(plan.provider(), e.http_status);
+    }
+
+    // 3. The outcome and the next step, in one transaction.
+    record_outcome(ctx, job, &intent, attempt, result).await
+}
+
+/// A job for a membership that needs nothing completes without calling the provider.
+fn nothing_to_do(m: &MembershipRow, trigger: Trigger) -> Option<&'static str> {
+    let access = matches!(MembershipStatus::parse(&m.status), Some(MembershipStatus::Active | MembershipStatus::Grace));
+    if !access {
+        return Some("membership has no access (expired or cancelled)");
+    }
+    if trigger != Trigger::Manual && m.delivery_status == DeliveryStatus::Delivered.as_str() {
+        return Some("already delivered");
+    }
+    None
+}
+
+/// What the attempt asks of the provider, without secrets (no tokens, links or emails).
+fn request_summary(plan: &Plan, m: &MembershipRow) -> String {
+    match plan {
+        Plan::Telegram { chat_id } => format!(
+            "telegram chat {chat_id}: lift removal, single-use invite link, send to {}",
+            if m.telegram_user_id.is_some() { "the buyer by DM" } else { "the buyer's email" }
+        ),
+        Plan::Discord { guild_id, role_id } => format!(
+            "discord guild {guild_id}: role {role_id} for user {}{}",
+            m.discord_user_id.as_deref().unwrap_or("(missing)"),
+            if m.discord_access_token.is_some() { ", join with OAuth token if needed" } else { "" }
+        ),
+        Plan::Fallback { .. } => "no automation configured: deliver the product's fallback invite link".into(),
+        Plan::NotConfigured => "no automation and no fallback link configured".into(),
+    }
+}
+
+async fn hand_over(ctx: &JobContext, plan: &Plan, m: &MembershipRow, attempt_id: &str) -> Result<Delivered, ProviderError> {
+    if let Some(left) = ctx.auth_breaker.paused_for(plan.provider()) {
+        return Err(ProviderError::transient(
+            "provider_paused",
+            format!("calls to {} are paused for {}s after a burst of 401/403 answers", plan.provider(), left.as_secs()),
+        )
+        .with_retry_after(Some(left)));
+    }
+    match plan {
+        Plan::Telegram { chat_id } => {
+            let Some(tg) = &ctx.providers.telegram else { return Err(ProviderError::not_configured("telegram")) };
+            if m.telegram_user_id.is_none() && m.email.is_none() {
+                return Err(ProviderError::identity_missing("telegram_user_id or email"));
+            }
+            if let Some(user) = m.telegram_user_id {
+                tg.lift_removal(*chat_id, user).await?;
+            }
+            let expire = chrono::DateTime::from_timestamp_millis(now_ms() + INVITE_VALIDITY_MS).unwrap_or_default();
+            let link = tg.create_invite_link(*chat_id, expire, &m.id).await?;
+            let text = invite_text(&link);
+            let dm = match m.telegram_user_id {
+                Some(user) => tg.send_message(user, &text).await,
+                None => Err(ProviderError::identity_missing("telegram_user_id")),
+            };
+            match (dm, &m.email) {
+                (Ok(()), _) => Ok(Delivered { invite_url: Some(link), fallback_used: false, via: "telegram_dm" }),
+                // The buyer cannot be messaged (blocked the bot, never started it): email instead.
+                (Err(e), Some(email)) if e.class == ErrorClass::MemberPermanent => {
+                    ctx.providers.mailer.send(email, "Your access link", &text, None, attempt_id).await?;
+                    Ok(Delivered { invite_url: Some(link), fallback_used: false, via: "email" })
+                }
+                (Err(e), _) => Err(e),
+            }
+        }
+        Plan::Discord { guild_id, role_id } => {
+            let Some(dc) = &ctx.providers.discord else { return Err(ProviderError::not_configured("discord")) };
+            let Some(user) = &m.discord_user_id else { return Err(ProviderError::identity_missing("discord_user_id")) };
+            dc.grant_role(guild_id, user, role_id, m.discord_access_token.as_deref()).await?;
+            Ok(Delivered { invite_url: None, fallback_used: false, via: "discord_role" })
+        }
+        Plan::Fallback { url } => {
+            // The link is on the membership for the merchant; email it too when we can.
+            let via = match &m.email {
+                Some(email) => match ctx.providers.mailer.send(email, "Your access link", &invite_text(url), None, attempt_id).await {
+                    Ok(()) => "fallback_link_emailed",
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not email the fallback link; it stays on the membership");
+                        "fallback_link"
+                    }
+                },
+                None => "fallback_link",
+            };
+            Ok(Delivered { invite_url: Some(url.clone()), fallback_used: true, via })
+        }
+        Plan::NotConfigured => Err(ProviderError::not_configured(
+            "delivery for this product (no bot token with a chat/guild, and no fallback_invite_url)",
+        )),
+    }
+}
+
+fn invite_text(link: &str) -> String {
+    format!("Thanks for your purchase! Here is your access link (single use): {link}")
+}
+
+async fn record_outcome(
+    ctx: &JobContext,
+    job: &JobRow,
+    intent: &DeliveryJob,
+    mut attempt: AttemptRow,
+    result: Result<Delivered, ProviderError>,
+) -> anyhow::Result<()> {
+    let now = now_ms();
+    let mut tx = ctx.db.begin().await?;
+    let Some(mut m) = memberships::get_any(&mut tx, &attempt.membership_id).await? else {
+        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Done, now).await?;
+        tx.commit().await?;
+        return Ok(());
+    };
+    let was_in_review = m.delivery_status == DeliveryStatus::ManualReview.as_str();
+    attempt.finished_at = Some(now);
+    m.delivery_attempts += 1;
+    m.last_attempt_at = Some(now);
+    m.updated_at = now;
+
+    let (finish, events): (Finish, Vec<&str>) = match result {
+        Ok(delivered) => {
+            attempt.outcome = Some("succeeded".into());
+            attempt.response_summary = Some(format!("delivered via {}", delivered.via));
+            m.delivery_status = DeliveryStatus::Delivered.as_str().into();
+            m.last_error_code = None;
+            m.last_error_message = None;
+            m.last_error_retryable = None;
+            m.next_retry_at = None;
+            m.invite_url = delivered.invite_url.or(m.invite_url);
+            m.fallback_used = i64::from(delivered.fallback_used);
+            m.delivered_at = Some(now);
+            if let Some(ticket) = m.support_ticket_id.clone().filter(|_| was_in_review || intent.trigger == Trigger::Manual) {
+                let note = format!(
+                    "Delivered on attempt #{} ({} trigger, via {}).",
+                    attempt.number, attempt.trigger_kind, delivered.via
+                );
+                support::add_system_message(&mut tx, &ticket, &note, now).await?;
+            }
+            (Finish::Done, vec!["delivery.succeeded"])
+        }
+        Err(e) => {
+            attempt.outcome = Some("failed".into());
+            attempt.error_code = Some(e.code.clone());
+            attempt.error_message = Some(e.message.clone());
+            attempt.error_retryable = Some(i64::from(e.retryable()));
+            attempt.response_summary = Some(match e.http_status {
+                Some(status) => format!("{} ({}), provider answered {status}", e.code, e.class.as_str()),
+                None => format!("{} ({})", e.code, e.class.as_str()),
+            });
+            m.last_error_code = Some(e.code.clone());
+            m.last_error_message = Some(e.message.clone());
+            m.last_error_retryable = Some(i64::from(e.retryable()));
+            let failures = usize::try_from(job.failures + 1).unwrap_or(usize::MAX);
+            // A manual push from manual review is one try: failing leaves it in review.
+            let stays_in_review = was_in_review && intent.trigger == Trigger::Manual;
+            let delay = if e.retryable() && !stays_in_review {
+                next_delay(&ctx.tuning.retry_schedule, failures, e.retry_after)
+            } else {
+                None
+            };
+            match delay {
+                Some(delay) => {
+                    let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                    m.delivery_status = DeliveryStatus::Failed.as_str().into();
+                    m.next_retry_at = Some(at);
+                    tracing::warn!(error.code = %e.code, class = e.class.as_str(), retry_at = %rfc3339(at), "delivery failed; retry scheduled");
+                    (Finish::RetryAt { at, error: Some(e.code.clone()), failed: true }, vec!["delivery.failed"])
+                }
+                None => {
+                    m.delivery_status = DeliveryStatus::ManualReview.as_str().into();
+                    m.next_retry_at = None;
+                    tracing::warn!(error.code = %e.code, class = e.class.as_str(), "delivery moved to manual review");
+                    let summary = review_summary(&mut tx, &m, &attempt, &e).await?;
+                    let (ticket, _) = support::open_or_reuse_delivery_ticket(
+                        &mut tx,
+                        &m,
+                        "Delivery needs attention",
+                        &summary,
+                        now,
+                    )
+                    .await?;
+                    m.support_ticket_id = Some(ticket);
+                    let mut events = vec!["delivery.failed"];
+                    if !was_in_review {
+                        events.push("delivery.manual_review");
+                    }
+                    (Finish::Dead { error: e.code.clone() }, events)
+                }
+            }
+        }
+    };
+
+    attempts::finish(&mut tx, &attempt).await?;
+    memberships::update_delivery(&mut tx, &m).await?;
+    let data = serde_json::to_value(MembershipView::from(&m))?;
+    for kind in events {
+        record_event(&mut tx, &m.merchant_id, kind, Some(&m.id), attempt.payment_id.as_deref(), data.clone(), now).await?;
+    }
+    if !jobs::finish(&mut tx, &job.id, &ctx.worker_id, &finish, now).await? {
+        // The lease was lost (the sweeper gave the job to another worker): leave the outcome to it.
+        tracing::warn!("job lease lost before recording the outcome; discarding this result");
+        return Ok(());
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The system message on the delivery ticket: what was tried, what failed, what to do next.
+async fn review_summary(
+    tx: &mut sqlx::AnyConnection,
+    m: &MembershipRow,
+    current: &AttemptRow,
+    error: &ProviderError,
+) -> anyhow::Result<String> {
+    let history = attempts::list_for_membership(tx, &m.id).await?;
+    let mut lines = vec![format!(
+        "Automated delivery stopped after {} attempt(s). Last error: {} — {} ({}).",
+        history.len(),
+        error.code,
+        error.message,
+        error.class.as_str()
+    )];
+    for a in history.iter().filter(|a| a.id != current.id).chain(std::iter::once(current)) {
+        lines.push(format!(
+            "#{} {} {} via {}: {}",
+            a.number,
+            rfc3339(a.started_at),
+            a.trigger_kind,
+            a.provider,
+            match (&a.outcome, &a.error_code) {
+                (Some(o), Some(code)) => format!("{o} ({code})"),
+                (Some(o), None) => o.clone(),
+                (None, _) => "unfinished".into(),
+            }
+        ));
+    }
+    lines.push(next_step(error).into());
+    Ok(lines.join("\n"))
+}
+
+fn next_step(error: &ProviderError) -> &'static str {
+    match (error.class, error.code.as_str()) {
+        (_, "user_blocked_bot" | "bot_cannot_initiate" | "cant_initiate_conversation") => {
+            "Next step: ask the buyer to start (or unblock) the bot, then retry delivery."
+        }
+        (_, "member_not_in_guild" | "invalid_oauth_token") => {
+            "Next step: ask the buyer to join the server or re-authorise, then retry delivery."
+        }
+        (_, "identity_missing") => "Next step: add the buyer's platform id to the membership, then retry delivery.",
+        (ErrorClass::Configuration, _) => "Next step: fix the bot's access or rights (see delivery diagnostics), then retry delivery.",
+        _ => "Next step: check delivery diagnostics, then retry delivery.",
+    }
+}

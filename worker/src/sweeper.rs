@@ -1,0 +1,60 @@
+//! The sweeper (one at a time across all workers, under a lease): puts back what the database
+//! says is owed but no live job holds — jobs of a dead worker, jobs the transport lost,
+//! memberships whose delivery has no job at all.
+
+use hilt_shared::{
+    clock::now_ms,
+    queue::{self, DeliveryJob, Trigger},
+    storage::{attempts, jobs, leases, memberships},
+};
+
+use crate::JobContext;
+
+pub const LEASE_NAME: &str = "sweeper";
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub recovered_from_dead_workers: usize,
+    pub requeued_lost_in_transport: u64,
+    pub reenqueued_owed_deliveries: usize,
+}
+
+/// One sweep if this worker holds the lease; None when another worker is sweeping.
+pub async fn tick(ctx: &JobContext) -> Result<Option<Swept>, sqlx::Error> {
+    let now = now_ms();
+    let hold = i64::try_from(ctx.tuning.sweep_every.as_millis() * 5).unwrap_or(i64::MAX);
+    if !leases::acquire(&mut *ctx.db.conn().await?, LEASE_NAME, &ctx.worker_id, now, now + hold).await? {
+        return Ok(None);
+    }
+    let mut swept = Swept::default();
+
+    for job in jobs::expired_leases(&mut *ctx.db.conn().await?, now).await? {
+        let mut tx = ctx.db.begin().await?;
+        if jobs::recover(&mut tx, &job, now).await? {
+            attempts::abandon_for_job(&mut tx, &job.id, now).await?;
+            if let Some(membership_id) = &job.membership_id {
+                memberships::unlock(&mut tx, membership_id, &job.id).await?;
+            }
+            swept.recovered_from_dead_workers += 1;
+            tracing::warn!(job.id = %job.id, job.queue = %job.queue, dead_worker = job.locked_by.as_deref().unwrap_or(""), "recovered a job from a worker that stopped renewing its lease");
+        }
+        tx.commit().await?;
+    }
+
+    let stale_before = now - i64::try_from(ctx.tuning.requeue_after.as_millis()).unwrap_or(i64::MAX);
+    swept.requeued_lost_in_transport = jobs::requeue_stale_enqueued(&mut *ctx.db.conn().await?, stale_before, now).await?;
+
+    for m in memberships::owed_without_job(&mut *ctx.db.conn().await?, 500).await? {
+        let mut tx = ctx.db.begin().await?;
+        if !jobs::has_live(&mut tx, &m.id, "delivery").await? {
+            let job = DeliveryJob { membership_id: m.id.clone(), payment_id: Some(m.last_payment_id.clone()), trigger: Trigger::Automatic };
+            queue::enqueue_delivery(&mut tx, &m.merchant_id, &job, m.next_retry_at.unwrap_or(now).max(now)).await?;
+            swept.reenqueued_owed_deliveries += 1;
+        }
+        tx.commit().await?;
+    }
+    if swept != Swept::default() {
+        tracing::info!(?swept, "sweeper put work back");
+    }
+    Ok(Some(swept))
+}
