@@ -14,7 +14,7 @@ use axum::{
     extract::DefaultBodyLimit,
     middleware::{from_fn, from_fn_with_state},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, patch, post},
 };
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
@@ -32,6 +32,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/payments/{id}", get(payments::get_payment))
         .route("/v1/payments/{id}/confirm", post(payments::confirm_payment))
         .route("/v1/memberships/{id}", get(memberships::get_membership))
+        .route("/v1/memberships/{id}/attempts", get(memberships::list_attempts))
+        .route("/v1/memberships/{id}/retry-delivery", post(memberships::retry_delivery))
+        .route("/v1/memberships/{id}/delivery-support-ticket", post(memberships::delivery_support_ticket))
+        .route("/v1/receipts", get(receipts::list_receipts))
+        .route("/v1/receipt/{id}", get(receipts::get_receipt))
+        .route("/v1/receipt/{id}/invoice-metadata", patch(receipts::update_invoice_metadata))
+        .route("/v1/receipt/{id}/pdf", get(receipts::get_receipt_pdf))
+        .route("/v1/receipt/{id}/public", get(receipts::get_public_receipt))
+        .route("/v1/receipt/{id}/verify", get(receipts::verify_receipt))
+        .route("/.well-known/hilt-receipt-keys", get(receipts::receipt_keys))
+        .route("/v1/support/tickets", post(support::create_ticket).get(support::list_tickets))
+        .route("/v1/support/tickets/{id}", get(support::get_ticket).patch(support::update_ticket))
+        .route("/v1/support/tickets/{id}/message", post(support::add_ticket_message))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(from_fn_with_state(state.clone(), middleware::idempotency))

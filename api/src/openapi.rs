@@ -6,7 +6,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::routes::{admin, health, memberships, payments, products};
+use crate::routes::{admin, health, memberships, payments, products, receipts, support};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,7 +16,12 @@ use crate::routes::{admin, health, memberships, payments, products};
         admin::create_merchant,
         products::create_product, products::list_products, products::get_product, products::update_product,
         payments::create_payment, payments::get_payment, payments::confirm_payment,
-        memberships::get_membership,
+        memberships::get_membership, memberships::list_attempts, memberships::retry_delivery,
+        memberships::delivery_support_ticket,
+        receipts::list_receipts, receipts::get_receipt, receipts::update_invoice_metadata, receipts::get_receipt_pdf,
+        receipts::get_public_receipt, receipts::verify_receipt, receipts::receipt_keys,
+        support::create_ticket, support::list_tickets, support::get_ticket, support::update_ticket,
+        support::add_ticket_message,
     ),
     modifiers(&Security)
 )]

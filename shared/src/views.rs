@@ -212,3 +212,51 @@ impl From<&MembershipRow> for MembershipView {
         }
     }
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptView {
+    pub id: String,
+    pub membership_id: String,
+    pub payment_id: Option<String>,
+    pub number: i64,
+    /// `automatic`, `manual`, `renewal` or `revoke`.
+    pub trigger: String,
+    /// `telegram`, `discord`, `fallback`, `email` or `none`.
+    pub provider: String,
+    /// `succeeded` or `failed`; null while the attempt runs.
+    pub outcome: Option<String>,
+    pub error: Option<ErrorDetail>,
+    /// What was asked of the provider (no secrets).
+    pub request_summary: Option<String>,
+    /// What the provider answered (no secrets).
+    pub response_summary: Option<String>,
+    pub worker_id: String,
+    pub duration_ms: Option<i64>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+impl From<&crate::storage::attempts::AttemptRow> for AttemptView {
+    fn from(a: &crate::storage::attempts::AttemptRow) -> Self {
+        Self {
+            id: a.id.clone(),
+            membership_id: a.membership_id.clone(),
+            payment_id: a.payment_id.clone(),
+            number: a.number,
+            trigger: a.trigger_kind.clone(),
+            provider: a.provider.clone(),
+            outcome: a.outcome.clone(),
+            error: a.error_code.as_ref().map(|code| ErrorDetail {
+                code: code.clone(),
+                message: a.error_message.clone().unwrap_or_default(),
+                retryable: a.error_retryable.unwrap_or(0) != 0,
+            }),
+            request_summary: a.request_summary.clone(),
+            response_summary: a.response_summary.clone(),
+            worker_id: a.worker_id.clone(),
+            duration_ms: a.duration_ms,
+            started_at: rfc3339(a.started_at),
+            finished_at: rfc3339_opt(a.finished_at),
+        }
+    }
+}

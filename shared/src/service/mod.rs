@@ -1,5 +1,6 @@
 //! Use cases that own a transaction. The API and the workers both call these.
 
+pub mod delivery;
 pub mod merchants;
 pub mod payments;
 pub mod products;

@@ -1,0 +1,414 @@
+//! Delivery rescue end to end (SPEC §6): the real router, a real database, a real queue
+//! transport (Redis beside PostgreSQL, SQLite beside SQLite), in-process workers, and our fake
+//! Telegram and Discord servers driven through the real clients.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::http::{Method, StatusCode};
+use common::{ADMIN, TestApp, assert_error};
+use hilt_shared::{
+    domain::ids::random_token,
+    providers::Providers,
+    queue::transport::Transport,
+    storage::Backend,
+    testing::{BotRights, Failure, FakeDiscord, FakeTelegram},
+};
+use hilt_worker::{JobContext, Tuning};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+const CHAT: i64 = -1001234567890;
+const GUILD: &str = "81384788765712384";
+const ROLE: &str = "41771983423143936";
+
+struct Rescue {
+    app: TestApp,
+    tg: FakeTelegram,
+    dc: FakeDiscord,
+    key: String,
+    ctx: Arc<JobContext>,
+    transport: Transport,
+    workers: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+    _outbox: tempfile::TempDir,
+    _queue_dir: tempfile::TempDir,
+}
+
+impl Rescue {
+    async fn start(app: TestApp) -> Self {
+        let tg = FakeTelegram::start().await;
+        let dc = FakeDiscord::start().await;
+        tg.add_chat(CHAT, BotRights::admin());
+        dc.add_guild(GUILD);
+        dc.add_role(GUILD, ROLE, 1);
+        let outbox = tempfile::tempdir().expect("outbox dir");
+        let queue_dir = tempfile::tempdir().expect("queue dir");
+        let mut config = (*app.config).clone();
+        config.telegram_bot_token = Some(tg.token());
+        config.telegram_api_url = tg.url();
+        config.discord_bot_token = Some(dc.token());
+        config.discord_api_url = dc.url();
+        config.outbox_dir = outbox.path().to_path_buf();
+        let config = Arc::new(config);
+        let transport = match (app.db.backend(), std::env::var("HILT_TEST_REDIS_URL").ok().filter(|u| !u.is_empty())) {
+            (Backend::Postgres, Some(url)) => Transport::redis(&url, &format!("t{}", random_token(10))).await.expect("redis"),
+            _ => Transport::sqlite(&queue_dir.path().join("queue.db")).await.expect("sqlite queue"),
+        };
+        let providers = Providers::from_config_with_timeout(&config, Duration::from_secs(3)).expect("providers");
+        let ctx = Arc::new(JobContext::new(app.db.clone(), config.clone(), providers, fast_tuning(&config)));
+        let key = app.merchant().await;
+        Self { app, tg, dc, key, ctx, transport, workers: Vec::new(), _outbox: outbox, _queue_dir: queue_dir }
+    }
+
+    /// Starts one more in-process worker (its own worker id, same database and transport).
+    fn start_worker(&mut self) {
+        let ctx = Arc::new(JobContext::new(
+            self.ctx.db.clone(),
+            self.ctx.config.clone(),
+            self.ctx.providers.clone(),
+            self.ctx.tuning.clone(),
+        ));
+        let (tx, mut rx) = watch::channel(false);
+        let handle = tokio::spawn(hilt_worker::run_with(ctx, self.transport.clone(), async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        self.workers.push((tx, handle));
+    }
+
+    async fn stop_workers(&mut self) {
+        for (tx, handle) in self.workers.drain(..) {
+            let _ = tx.send(true);
+            handle.await.expect("worker task").expect("worker stops cleanly");
+        }
+    }
+
+    async fn product(&self, body: Value) -> String {
+        let r = self.app.post("/v1/products", &self.key, body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["id"].as_str().expect("id").to_owned()
+    }
+
+    async fn telegram_product(&self) -> String {
+        self.product(json!({"name": "VIP", "platform": "telegram", "telegram_chat_id": CHAT,
+            "price": {"amount": "10", "currency": "USDC"}, "recurring": true, "period": "30d"})).await
+    }
+
+    async fn discord_product(&self) -> String {
+        self.product(json!({"name": "Role", "platform": "discord", "discord_guild_id": GUILD, "discord_role_id": ROLE,
+            "price": {"amount": "10", "currency": "USDC"}})).await
+    }
+
+    /// A confirmed payment; returns (payment id, membership id).
+    async fn paid(&self, product: &str, buyer: Value) -> (String, String) {
+        let r = self.app.post("/v1/payments", &self.key, json!({"product_id": product, "wallet": format!("W{}", random_token(8)), "buyer": buyer})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let payment = r.body["id"].as_str().expect("id").to_owned();
+        let c = self.app.confirm(&payment, &format!("tx-{}", random_token(12))).await;
+        assert_eq!(c.status, StatusCode::OK, "{}", c.body);
+        (payment, c.body["membership_id"].as_str().expect("membership").to_owned())
+    }
+
+    async fn membership(&self, id: &str) -> Value {
+        self.app.get(&format!("/v1/memberships/{id}"), &self.key).await.body
+    }
+
+    async fn attempts(&self, id: &str) -> Vec<Value> {
+        let r = self.app.get(&format!("/v1/memberships/{id}/attempts"), &self.key).await;
+        assert_eq!(r.status, StatusCode::OK);
+        r.body["data"].as_array().expect("data").clone()
+    }
+
+    /// Polls the membership until `done` holds (or fails the test after 30 s).
+    async fn wait_for(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..600 {
+            let m = self.membership(id).await;
+            if done(&m) {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("membership {id} never became {what}: {}", self.membership(id).await);
+    }
+
+    async fn wait_for_status(&self, id: &str, status: &str) -> Value {
+        self.wait_for(id, status, |m| m["delivery_status"] == status).await
+    }
+}
+
+fn fast_tuning(config: &hilt_shared::config::Config) -> Tuning {
+    Tuning {
+        lease: Duration::from_secs(3),
+        window: 200,
+        requeue_after: Duration::from_secs(2),
+        relay_idle: Duration::from_millis(20),
+        sweep_every: Duration::from_millis(200),
+        vacuum_every: Duration::from_secs(1),
+        lock_wait: Duration::from_millis(100),
+        retry_schedule: "100ms,100ms,100ms".split(',').map(|p| p.parse().expect("period")).collect(),
+        ..Tuning::from_config(config)
+    }
+}
+
+backend_test!(telegram_delivery_dms_a_single_use_invite_and_records_the_attempt, |app| {
+    let mut r = Rescue::start(app).await;
+    r.tg.add_user(4242);
+    r.start_worker();
+    let product = r.telegram_product().await;
+    let (payment, membership) = r.paid(&product, json!({"telegram_user_id": 4242})).await;
+
+    let m = r.wait_for_status(&membership, "delivered").await;
+    assert_eq!(m["delivery"]["attempts"], 1);
+    assert_eq!(m["delivery"]["fallback_used"], false);
+    assert!(m["delivery"]["delivered_at"].is_string());
+    let links = r.tg.invite_links(CHAT);
+    assert_eq!(links.len(), 1, "one single-use link");
+    assert_eq!(links[0].member_limit, Some(1));
+    let dms = r.tg.dms_to(4242);
+    assert_eq!(dms.len(), 1);
+    assert!(dms[0].contains(&links[0].link), "the DM carries the link");
+    assert!(r.tg.calls("exportchatinvitelink").is_empty(), "never revoke the merchant's primary link");
+    assert_eq!(r.tg.calls("unbanchatmember").len(), 1, "an old removal is lifted first");
+
+    let attempts = r.attempts(&membership).await;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["outcome"], "succeeded");
+    assert_eq!(attempts[0]["trigger"], "automatic");
+    assert_eq!(attempts[0]["provider"], "telegram");
+    assert!(attempts[0]["worker_id"].as_str().is_some_and(|w| !w.is_empty()));
+    assert!(!attempts[0].to_string().contains(&links[0].link), "no links in the attempt record");
+
+    let p = r.app.get(&format!("/v1/payments/{payment}"), &r.key).await;
+    assert_eq!(p.body["delivery_status"], "delivered", "the payment mirrors the membership");
+    assert_eq!(r.app.count("SELECT COUNT(*) FROM events WHERE membership_id = $1 AND type = 'delivery.succeeded'", &membership).await, 1);
+    r.stop_workers().await;
+});
+
+backend_test!(discord_delivery_adds_the_role_or_joins_with_the_oauth_token, |app| {
+    let mut r = Rescue::start(app).await;
+    r.dc.add_member(GUILD, "1001", &[]);
+    r.dc.add_user("1002");
+    r.dc.add_oauth_token("oauth-1002", "1002");
+    r.start_worker();
+    let product = r.discord_product().await;
+    let (_, member) = r.paid(&product, json!({"discord_user_id": "1001"})).await;
+    let (_, joiner) = r.paid(&product, json!({"discord_user_id": "1002", "discord_access_token": "oauth-1002"})).await;
+    r.wait_for_status(&member, "delivered").await;
+    r.wait_for_status(&joiner, "delivered").await;
+    assert_eq!(r.dc.roles_of(GUILD, "1001"), Some(vec![ROLE.to_owned()]));
+    assert_eq!(r.dc.roles_of(GUILD, "1002"), Some(vec![ROLE.to_owned()]));
+    r.stop_workers().await;
+});
+
+backend_test!(a_discord_buyer_outside_the_guild_without_a_token_goes_to_manual_review, |app| {
+    let mut r = Rescue::start(app).await;
+    r.dc.add_user("2001");
+    r.start_worker();
+    let product = r.discord_product().await;
+    let (_, membership) = r.paid(&product, json!({"discord_user_id": "2001"})).await;
+    let m = r.wait_for_status(&membership, "manual_review").await;
+    assert_eq!(m["delivery"]["last_error"]["code"], "member_not_in_guild");
+    assert_eq!(m["delivery"]["last_error"]["retryable"], false);
+    assert_eq!(m["delivery"]["attempts"], 1, "member-permanent errors are not retried");
+    assert!(m["support_ticket_id"].is_string());
+    r.stop_workers().await;
+});
+
+backend_test!(without_automation_the_fallback_link_is_delivered, |app| {
+    let mut r = Rescue::start(app).await;
+    r.start_worker();
+    let product = r.product(json!({"name": "Static", "platform": "telegram", "fallback_invite_url": "https://t.me/+static",
+        "price": {"amount": "1", "currency": "USD"}})).await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 5})).await;
+    let m = r.wait_for_status(&membership, "delivered").await;
+    assert_eq!(m["delivery"]["fallback_used"], true);
+    assert_eq!(m["delivery"]["invite_url"], "https://t.me/+static");
+    assert!(r.tg.all_calls().is_empty(), "no chat configured: the bot is not called");
+    r.stop_workers().await;
+});
+
+backend_test!(with_neither_automation_nor_fallback_delivery_fails_not_configured_then_reaches_review, |app| {
+    let mut r = Rescue::start(app).await;
+    r.start_worker();
+    let product = r.product(json!({"name": "Nothing", "platform": "discord", "price": {"amount": "1", "currency": "USD"}})).await;
+    let (payment, membership) = r.paid(&product, json!({"discord_user_id": "77"})).await;
+    let m = r.wait_for_status(&membership, "manual_review").await;
+    assert_eq!(m["delivery"]["last_error"]["code"], "not_configured");
+    assert_eq!(m["delivery"]["attempts"], 4, "the first attempt and three scheduled retries");
+    let attempts = r.attempts(&membership).await;
+    assert!(attempts.iter().all(|a| a["outcome"] == "failed" && a["error"]["code"] == "not_configured"));
+    let p = r.app.get(&format!("/v1/payments/{payment}"), &r.key).await;
+    assert_eq!(p.body["delivery_status"], "manual_review");
+    assert_eq!(r.app.count("SELECT COUNT(*) FROM events WHERE membership_id = $1 AND type = 'delivery.failed'", &membership).await, 4);
+    assert_eq!(r.app.count("SELECT COUNT(*) FROM events WHERE membership_id = $1 AND type = 'delivery.manual_review'", &membership).await, 1);
+    r.stop_workers().await;
+});
+
+backend_test!(the_first_failure_shows_at_once_with_its_next_retry, |app| {
+    let mut r = Rescue::start(app).await;
+    r.tg.add_user(31);
+    r.tg.fail_next("createChatInviteLink", Failure::TooManyRequests { retry_after: 2 });
+    r.start_worker();
+    let product = r.telegram_product().await;
+    let (payment, membership) = r.paid(&product, json!({"telegram_user_id": 31})).await;
+    let failed = r.wait_for_status(&membership, "failed").await;
+    assert_eq!(failed["delivery"]["last_error"]["code"], "rate_limited");
+    assert_eq!(failed["delivery"]["last_error"]["retryable"], true);
+    let attempted = chrono::DateTime::parse_from_rfc3339(failed["delivery"]["last_attempt_at"].as_str().expect("attempt time")).expect("time");
+    let next = chrono::DateTime::parse_from_rfc3339(failed["delivery"]["next_retry_at"].as_str().expect("next retry")).expect("time");
+    assert!(next - attempted >= chrono::Duration::milliseconds(1_900), "retry_after 2 s is honoured: {attempted} → {next}");
+    let p = r.app.get(&format!("/v1/payments/{payment}"), &r.key).await;
+    assert_eq!(p.body["delivery_status"], "failed", "the payment shows the failure immediately");
+
+    let m = r.wait_for_status(&membership, "delivered").await;
+    assert_eq!(m["delivery"]["attempts"], 2);
+    assert_eq!(m["delivery"]["last_error"], Value::Null);
+    let attempts = r.attempts(&membership).await;
+    let gap = chrono::DateTime::parse_from_rfc3339(attempts[1]["started_at"].as_str().expect("t")).expect("t")
+        - chrono::DateTime::parse_from_rfc3339(attempts[0]["finished_at"].as_str().expect("t")).expect("t");
+    assert!(gap >= chrono::Duration::milliseconds(1_900), "second attempt waited for retry_after: {gap}");
+    assert_eq!(r.tg.dms_to(31).len(), 1);
+    r.stop_workers().await;
+});
+
+backend_test!(a_blocked_bot_goes_straight_to_manual_review_with_a_ticket, |app| {
+    let mut r = Rescue::start(app).await;
+    r.tg.add_user(41);
+    r.tg.block_bot(41);
+    r.start_worker();
+    let product = r.telegram_product().await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 41})).await;
+    let m = r.wait_for_status(&membership, "manual_review").await;
+    assert_eq!(m["delivery"]["attempts"], 1);
+    assert_eq!(m["delivery"]["last_error"]["code"], "user_blocked_bot");
+    let ticket_id = m["support_ticket_id"].as_str().expect("ticket linked").to_owned();
+    let ticket = r.app.get(&format!("/v1/support/tickets/{ticket_id}"), &r.key).await;
+    assert_eq!(ticket.status, StatusCode::OK);
+    assert_eq!(ticket.body["kind"], "delivery");
+    assert_eq!(ticket.body["context"]["membership_id"], membership.as_str());
+    let first = ticket.body["messages"][0]["body"].as_str().expect("system message");
+    assert!(first.contains("user_blocked_bot") && first.contains("#1"), "summary of attempts: {first}");
+    assert_eq!(ticket.body["messages"][0]["author"], "system");
+    r.stop_workers().await;
+});
+
+backend_test!(a_buyer_who_blocked_the_bot_gets_the_link_by_email_when_known, |app| {
+    let mut r = Rescue::start(app).await;
+    r.tg.add_user(51);
+    r.tg.block_bot(51);
+    r.start_worker();
+    let product = r.telegram_product().await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 51, "email": "buyer51@example.com"})).await;
+    r.wait_for_status(&membership, "delivered").await;
+    let mails: Vec<_> = std::fs::read_dir(&r.ctx.config.outbox_dir).expect("outbox").collect();
+    assert_eq!(mails.len(), 1, "one email with the link");
+    let attempts = r.attempts(&membership).await;
+    assert!(attempts[0]["response_summary"].as_str().is_some_and(|s| s.contains("email")));
+    r.stop_workers().await;
+});
+
+backend_test!(exhausted_retries_reach_review_and_a_manual_retry_rescues_and_notes_the_ticket, |app| {
+    let mut r = Rescue::start(app).await;
+    r.tg.add_user(61);
+    r.tg.set_bot_rights(CHAT, BotRights::member());
+    r.start_worker();
+    let product = r.telegram_product().await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 61})).await;
+    let m = r.wait_for_status(&membership, "manual_review").await;
+    assert_eq!(m["delivery"]["attempts"], 4);
+    assert_eq!(m["delivery"]["last_error"]["retryable"], true, "configuration errors are retried until the budget is spent");
+    let ticket = m["support_ticket_id"].as_str().expect("ticket").to_owned();
+
+    // Still broken: a manual retry fails and leaves it in review, on the same ticket.
+    let retry = r.app.post(&format!("/v1/memberships/{membership}/retry-delivery"), &r.key, json!({})).await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED, "{}", retry.body);
+    r.wait_for(&membership, "five attempts", |m| m["delivery"]["attempts"] == 5).await;
+    let m = r.wait_for_status(&membership, "manual_review").await;
+    assert_eq!(m["support_ticket_id"], ticket.as_str(), "the ticket is reused");
+
+    // The merchant fixes the bot's rights; the next manual retry delivers.
+    r.tg.set_bot_rights(CHAT, BotRights::admin());
+    let retry = r.app.post(&format!("/v1/memberships/{membership}/retry-delivery"), &r.key, json!({})).await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED);
+    let m = r.wait_for_status(&membership, "delivered").await;
+    assert_eq!(m["delivery"]["attempts"], 6);
+    let attempts = r.attempts(&membership).await;
+    assert_eq!(attempts.last().expect("attempt")["trigger"], "manual");
+    let thread = r.app.get(&format!("/v1/support/tickets/{ticket}"), &r.key).await;
+    let last = thread.body["messages"].as_array().expect("messages").last().expect("message")["body"].as_str().expect("body").to_owned();
+    assert!(last.contains("Delivered"), "success is noted on the ticket: {last}");
+    assert_eq!(r.tg.dms_to(61).len(), 1);
+    r.stop_workers().await;
+});
+
+backend_test!(manual_retry_is_refused_while_an_attempt_is_in_flight, |app| {
+    let mut r = Rescue::start(app).await;
+    r.tg.add_user(71);
+    r.tg.fail_next("createChatInviteLink", Failure::Slow(Duration::from_millis(1_500)));
+    r.start_worker();
+    let product = r.telegram_product().await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 71})).await;
+    // Wait until the attempt row exists (written before the provider call), then push.
+    for _ in 0..200 {
+        if !r.attempts(&membership).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let busy = r.app.post(&format!("/v1/memberships/{membership}/retry-delivery"), &r.key, json!({})).await;
+    assert_error(&busy, StatusCode::CONFLICT, "conflict");
+    r.wait_for_status(&membership, "delivered").await;
+    assert_eq!(r.tg.dms_to(71).len(), 1);
+    r.stop_workers().await;
+});
+
+backend_test!(a_job_delivered_twice_by_the_queue_runs_once, |app| {
+    let mut r = Rescue::start(app).await;
+    r.tg.add_user(81);
+    r.start_worker();
+    let product = r.telegram_product().await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 81})).await;
+    r.wait_for_status(&membership, "delivered").await;
+    let job: String = sqlx::query_scalar("SELECT id FROM jobs WHERE membership_id = $1").bind(&membership)
+        .fetch_one(r.app.db.pool()).await.expect("job");
+    // The transport hands the same job over again, and a stray automatic job appears.
+    r.transport.push(hilt_shared::queue::Queue::Delivery, &job).await.expect("push");
+    hilt_worker::jobs::execute(&r.ctx, &job).await;
+    let mut tx = r.app.db.begin().await.expect("tx");
+    hilt_shared::queue::enqueue_delivery(&mut tx, "mer_x", &hilt_shared::queue::DeliveryJob {
+        membership_id: membership.clone(), payment_id: None, trigger: hilt_shared::queue::Trigger::Automatic }, 0).await.expect("enqueue");
+    tx.commit().await.expect("commit");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(r.tg.dms_to(81).len(), 1, "no second DM");
+    assert_eq!(r.attempts(&membership).await.len(), 1, "no second attempt");
+    r.stop_workers().await;
+});
+
+backend_test!(delivery_routes_answer_404_for_another_merchant_and_tickets_open_then_reuse, |app| {
+    let mut r = Rescue::start(app).await;
+    r.start_worker();
+    let product = r.product(json!({"name": "Static", "platform": "telegram", "fallback_invite_url": "https://t.me/+s",
+        "price": {"amount": "1", "currency": "USD"}})).await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 9})).await;
+    r.wait_for_status(&membership, "delivered").await;
+    let other = r.app.merchant().await;
+    for (method, path) in [
+        (Method::GET, format!("/v1/memberships/{membership}/attempts")),
+        (Method::POST, format!("/v1/memberships/{membership}/retry-delivery")),
+        (Method::POST, format!("/v1/memberships/{membership}/delivery-support-ticket")),
+    ] {
+        let theirs = r.app.call(method.clone(), &path, Some(&other), Some(json!({}))).await;
+        assert_error(&theirs, StatusCode::NOT_FOUND, "not_found");
+        let unauth = r.app.call(method, &path, None, Some(json!({}))).await;
+        assert_error(&unauth, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let opened = r.app.post(&format!("/v1/memberships/{membership}/delivery-support-ticket"), &r.key, json!({})).await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.body);
+    assert_eq!(opened.body["kind"], "delivery");
+    let reused = r.app.post(&format!("/v1/memberships/{membership}/delivery-support-ticket"), &r.key, json!({})).await;
+    assert_eq!(reused.status, StatusCode::OK);
+    assert_eq!(reused.body["id"], opened.body["id"]);
+    assert_eq!(r.membership(&membership).await["support_ticket_id"], opened.body["id"]);
+    let _ = ADMIN;
+    r.stop_workers().await;
+});
