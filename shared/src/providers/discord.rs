@@ -62,7 +62,9 @@ pub struct Discord {
 
 impl std::fmt::Debug for Discord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Discord").field("base", &self.proxy).finish_non_exhaustive()
+        f.debug_struct("Discord")
+            .field("base", &self.proxy)
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,7 +82,10 @@ impl Discord {
     pub fn new(token: &str, api_url: &str, timeout: Duration) -> Result<Self, ProviderError> {
         let proxy = proxy_base(api_url);
         if reqwest::Url::parse(&proxy).is_err() {
-            return Err(ProviderError::configuration("invalid_api_url", "HILT_DISCORD_API_URL is not a URL"));
+            return Err(ProviderError::configuration(
+                "invalid_api_url",
+                "HILT_DISCORD_API_URL is not a URL",
+            ));
         }
         let client = http_client(timeout)?;
         let http = HttpBuilder::new(token)
@@ -88,7 +93,12 @@ impl Discord {
             .proxy(proxy.clone())
             .ratelimiter_disabled(true)
             .build();
-        Ok(Self { http: Arc::new(http), client, proxy, bot_user: Arc::new(OnceCell::new()) })
+        Ok(Self {
+            http: Arc::new(http),
+            client,
+            proxy,
+            bot_user: Arc::new(OnceCell::new()),
+        })
     }
 
     /// The serenity client (same token, base URL and reqwest client), for anything not wrapped.
@@ -98,9 +108,13 @@ impl Discord {
     }
 
     pub async fn current_user(&self) -> Result<BotUser, ProviderError> {
-        let user: serenity::model::user::CurrentUser =
-            self.fire(Request::new(Route::UserMe, LightMethod::Get)).await?;
-        Ok(BotUser { id: user.id.get().to_string(), username: user.name.clone() })
+        let user: serenity::model::user::CurrentUser = self
+            .fire(Request::new(Route::UserMe, LightMethod::Get))
+            .await?;
+        Ok(BotUser {
+            id: user.id.get().to_string(),
+            username: user.name.clone(),
+        })
     }
 
     async fn bot_user(&self) -> Result<&BotUser, ProviderError> {
@@ -108,10 +122,17 @@ impl Discord {
     }
 
     /// `None` when Discord answers 10007 Unknown Member.
-    pub async fn get_member(&self, guild: &str, user: &str) -> Result<Option<Member>, ProviderError> {
+    pub async fn get_member(
+        &self,
+        guild: &str,
+        user: &str,
+    ) -> Result<Option<Member>, ProviderError> {
         let (guild_id, user_id) = (guild_id(guild)?, user_id(user)?);
         let route = Route::GuildMember { guild_id, user_id };
-        match self.fire_member(Request::new(route, LightMethod::Get), guild_id).await {
+        match self
+            .fire_member(Request::new(route, LightMethod::Get), guild_id)
+            .await
+        {
             Ok(member) => Ok(Some(member)),
             Err(e) if e.code == "member_not_in_guild" => Ok(None),
             Err(e) => Err(e),
@@ -125,17 +146,26 @@ impl Discord {
             user_id: user_id(user)?,
             role_id: role_id(role)?,
         };
-        self.execute(Request::new(route, LightMethod::Put)).await.map(drop)
+        self.execute(Request::new(route, LightMethod::Put))
+            .await
+            .map(drop)
     }
 
     /// `DELETE /guilds/{g}/members/{u}/roles/{r}` (204; idempotent).
-    pub async fn remove_role(&self, guild: &str, user: &str, role: &str) -> Result<(), ProviderError> {
+    pub async fn remove_role(
+        &self,
+        guild: &str,
+        user: &str,
+        role: &str,
+    ) -> Result<(), ProviderError> {
         let route = Route::GuildMemberRole {
             guild_id: guild_id(guild)?,
             user_id: user_id(user)?,
             role_id: role_id(role)?,
         };
-        self.execute(Request::new(route, LightMethod::Delete)).await.map(drop)
+        self.execute(Request::new(route, LightMethod::Delete))
+            .await
+            .map(drop)
     }
 
     /// `PUT /guilds/{g}/members/{u}` with the buyer's OAuth2 access token (`guilds.join`).
@@ -152,15 +182,25 @@ impl Discord {
             "roles": [role_id.get().to_string()],
         });
         let body = serde_json::to_vec(&body).map_err(|_| invalid_response())?;
-        let request = Request::new(Route::GuildMember { guild_id, user_id }, LightMethod::Put).body(Some(body));
-        let (status, _) = self.execute(request).await?;
-        Ok(if status == 204 { AddOutcome::AlreadyMember } else { AddOutcome::Added })
+        let request = Request::new(Route::GuildMember { guild_id, user_id }, LightMethod::Put);
+        let (status, _) = self.execute_with_body(request, Some(body)).await?;
+        Ok(if status == 204 {
+            AddOutcome::AlreadyMember
+        } else {
+            AddOutcome::Added
+        })
     }
 
     pub async fn get_guild_roles(&self, guild: &str) -> Result<Vec<Role>, ProviderError> {
         let guild_id = guild_id(guild)?;
-        let (_, body) = self.execute(Request::new(Route::GuildRoles { guild_id }, LightMethod::Get)).await?;
-        let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| invalid_response())?;
+        let (_, body) = self
+            .execute(Request::new(
+                Route::GuildRoles { guild_id },
+                LightMethod::Get,
+            ))
+            .await?;
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| invalid_response())?;
         // serenity's models carry the guild id, which Discord does not send (serenity adds it too).
         if let Some(items) = value.as_array_mut() {
             for item in items {
@@ -186,10 +226,9 @@ impl Discord {
     /// granted by the bot only if it sits strictly below this.
     pub async fn bot_highest_role_position(&self, guild: &str) -> Result<i64, ProviderError> {
         let bot = self.bot_user().await?.clone();
-        let member = self
-            .get_member(guild, &bot.id)
-            .await?
-            .ok_or_else(|| ProviderError::configuration("bot_not_in_guild", "the bot is not a member of the guild"))?;
+        let member = self.get_member(guild, &bot.id).await?.ok_or_else(|| {
+            ProviderError::configuration("bot_not_in_guild", "the bot is not a member of the guild")
+        })?;
         let roles = self.get_guild_roles(guild).await?;
         Ok(roles
             .iter()
@@ -225,9 +264,14 @@ impl Discord {
         serde_json::from_slice(&body).map_err(|_| invalid_response())
     }
 
-    async fn fire_member(&self, request: Request<'_>, guild_id: GuildId) -> Result<Member, ProviderError> {
+    async fn fire_member(
+        &self,
+        request: Request<'_>,
+        guild_id: GuildId,
+    ) -> Result<Member, ProviderError> {
         let (_, body) = self.execute(request).await?;
-        let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| invalid_response())?;
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| invalid_response())?;
         if let Some(map) = value.as_object_mut() {
             map.insert("guild_id".into(), guild_id.get().to_string().into());
         }
@@ -239,27 +283,66 @@ impl Discord {
         })
     }
 
-    /// Sends a serenity request through our client; the status and body of a 2xx, else our error.
     async fn execute(&self, request: Request<'_>) -> Result<(u16, Vec<u8>), ProviderError> {
+        self.execute_with_body(request, None).await
+    }
+
+    /// Sends a serenity request through our client; the status and body of a 2xx, else our error.
+    /// A JSON body is attached after serenity built the request: `Request::build` is
+    /// `#[instrument]`ed with the request (body included) as a span field, and the body of
+    /// `PUT /guilds/{g}/members/{u}` holds the buyer's OAuth access token.
+    async fn execute_with_body(
+        &self,
+        request: Request<'_>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>), ProviderError> {
+        use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
         let token = self.http.token();
-        let builder = request
+        let setup = || {
+            ProviderError::configuration(
+                "invalid_api_url",
+                "could not build the Discord request URL",
+            )
+        };
+        let mut built = request
             .build(&self.client, token, Some(&self.proxy))
-            .map_err(|_| ProviderError::configuration("invalid_api_url", "could not build the Discord request URL"))?;
-        let response = builder.send().await.map_err(|e| network_error(PROVIDER, e, token))?;
+            .map_err(|_| setup())?
+            .build()
+            .map_err(|_| setup())?;
+        if let Some(body) = body {
+            built.headers_mut().remove(CONTENT_LENGTH);
+            built
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            *built.body_mut() = Some(body.into());
+        }
+        let response = self
+            .client
+            .execute(built)
+            .await
+            .map_err(|e| network_error(PROVIDER, e, token))?;
         let status = response.status().as_u16();
         let header_retry = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok());
-        let body = response.bytes().await.map_err(|e| network_error(PROVIDER, e, token))?.to_vec();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| network_error(PROVIDER, e, token))?
+            .to_vec();
         if (200..300).contains(&status) {
             return Ok((status, body));
         }
         let wire: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-        let retry_after = wire.retry_after.into_iter().chain(header_retry).fold(None, |acc: Option<f64>, s| {
-            Some(acc.map_or(s, |a| a.max(s)))
-        });
+        let retry_after = wire
+            .retry_after
+            .into_iter()
+            .chain(header_retry)
+            .fold(None, |acc: Option<f64>, s| {
+                Some(acc.map_or(s, |a| a.max(s)))
+            });
         Err(classify(status, wire.code, retry_after))
     }
 }
@@ -276,25 +359,31 @@ fn snowflake(s: &str) -> Option<u64> {
 }
 
 fn guild_id(s: &str) -> Result<GuildId, ProviderError> {
-    snowflake(s)
-        .map(GuildId::new)
-        .ok_or_else(|| ProviderError::configuration("unknown_guild", "the guild id is not a Discord snowflake"))
+    snowflake(s).map(GuildId::new).ok_or_else(|| {
+        ProviderError::configuration("unknown_guild", "the guild id is not a Discord snowflake")
+    })
 }
 
 fn role_id(s: &str) -> Result<RoleId, ProviderError> {
-    snowflake(s)
-        .map(RoleId::new)
-        .ok_or_else(|| ProviderError::configuration("unknown_role", "the role id is not a Discord snowflake"))
+    snowflake(s).map(RoleId::new).ok_or_else(|| {
+        ProviderError::configuration("unknown_role", "the role id is not a Discord snowflake")
+    })
 }
 
 fn user_id(s: &str) -> Result<UserId, ProviderError> {
-    snowflake(s)
-        .map(UserId::new)
-        .ok_or_else(|| ProviderError::member_permanent("identity_invalid", "the Discord user id is not a snowflake"))
+    snowflake(s).map(UserId::new).ok_or_else(|| {
+        ProviderError::member_permanent(
+            "identity_invalid",
+            "the Discord user id is not a snowflake",
+        )
+    })
 }
 
 fn invalid_response() -> ProviderError {
-    ProviderError::transient("invalid_response", "Discord sent an answer that could not be read")
+    ProviderError::transient(
+        "invalid_response",
+        "Discord sent an answer that could not be read",
+    )
 }
 
 fn member_not_in_guild() -> ProviderError {
@@ -311,23 +400,41 @@ fn classify(status: u16, code: i64, retry_after_secs: Option<f64>) -> ProviderEr
         let retry_after = retry_after_secs
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(Duration::from_secs_f64);
-        let shown = retry_after.map_or_else(|| "?".to_owned(), |d| format!("{:.1}", d.as_secs_f64()));
-        return ProviderError::transient("rate_limited", format!("Discord rate limit: retry after {shown} s"))
-            .with_retry_after(retry_after)
-            .with_status(status);
+        let shown =
+            retry_after.map_or_else(|| "?".to_owned(), |d| format!("{:.1}", d.as_secs_f64()));
+        return ProviderError::transient(
+            "rate_limited",
+            format!("Discord rate limit: retry after {shown} s"),
+        )
+        .with_retry_after(retry_after)
+        .with_status(status);
     }
     if status >= 500 {
-        return ProviderError::transient("provider_5xx", format!("Discord answered HTTP {status}")).with_status(status);
+        return ProviderError::transient("provider_5xx", format!("Discord answered HTTP {status}"))
+            .with_status(status);
     }
     let (code, class, message): (&str, ErrorClass, String) = match (code, status) {
-        (10004, _) => ("unknown_guild", Configuration, "Discord does not know the guild".into()),
+        (10004, _) => (
+            "unknown_guild",
+            Configuration,
+            "Discord does not know the guild".into(),
+        ),
         (10007, _) => return member_not_in_guild_from_api().with_status(status),
-        (10011, _) => ("unknown_role", Configuration, "Discord does not know the role".into()),
-        (10013, _) => ("unknown_user", MemberPermanent, "Discord does not know the user".into()),
+        (10011, _) => (
+            "unknown_role",
+            Configuration,
+            "Discord does not know the role".into(),
+        ),
+        (10013, _) => (
+            "unknown_user",
+            MemberPermanent,
+            "Discord does not know the user".into(),
+        ),
         (50001, _) => (
             "missing_access",
             Configuration,
-            "the bot has no access to the guild (not a member, or the guild is hidden from it)".into(),
+            "the bot has no access to the guild (not a member, or the guild is hidden from it)"
+                .into(),
         ),
         (50013, _) => (
             "missing_permissions",
@@ -337,19 +444,43 @@ fn classify(status: u16, code: i64, retry_after_secs: Option<f64>) -> ProviderEr
         (50025, _) => (
             "invalid_oauth_token",
             MemberPermanent,
-            "the buyer's Discord authorisation is invalid or expired; they must sign in again".into(),
+            "the buyer's Discord authorisation is invalid or expired; they must sign in again"
+                .into(),
         ),
-        (50035, _) => ("invalid_request", Configuration, "Discord rejected the request body".into()),
-        (_, 401) => ("invalid_bot_token", Configuration, "Discord rejected the bot token".into()),
-        (_, 403) => ("forbidden", Configuration, format!("Discord refused the request (code {code})")),
-        (_, 404) => ("not_found", Configuration, format!("Discord answered 404 (code {code})")),
-        _ => ("provider_rejected", Configuration, format!("Discord answered HTTP {status} (code {code})")),
+        (50035, _) => (
+            "invalid_request",
+            Configuration,
+            "Discord rejected the request body".into(),
+        ),
+        (_, 401) => (
+            "invalid_bot_token",
+            Configuration,
+            "Discord rejected the bot token".into(),
+        ),
+        (_, 403) => (
+            "forbidden",
+            Configuration,
+            format!("Discord refused the request (code {code})"),
+        ),
+        (_, 404) => (
+            "not_found",
+            Configuration,
+            format!("Discord answered 404 (code {code})"),
+        ),
+        _ => (
+            "provider_rejected",
+            Configuration,
+            format!("Discord answered HTTP {status} (code {code})"),
+        ),
     };
     ProviderError::new(code, class, message).with_status(status)
 }
 
 fn member_not_in_guild_from_api() -> ProviderError {
-    ProviderError::member_permanent("member_not_in_guild", "the user is not a member of the guild")
+    ProviderError::member_permanent(
+        "member_not_in_guild",
+        "the user is not a member of the guild",
+    )
 }
 
 /// For calls made through serenity's own methods (`Discord::http()`); a 429 there has lost its
@@ -358,9 +489,11 @@ impl From<serenity::Error> for ProviderError {
     fn from(err: serenity::Error) -> Self {
         use serenity::http::HttpError;
         match err {
-            serenity::Error::Http(HttpError::UnsuccessfulRequest(response)) => {
-                classify(response.status_code.as_u16(), response.error.code as i64, None)
-            }
+            serenity::Error::Http(HttpError::UnsuccessfulRequest(response)) => classify(
+                response.status_code.as_u16(),
+                response.error.code as i64,
+                None,
+            ),
             serenity::Error::Http(HttpError::Request(e)) => network_error(PROVIDER, e, ""),
             serenity::Error::Json(_) => invalid_response(),
             _ => ProviderError::transient("network", "the Discord request failed"),

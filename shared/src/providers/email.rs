@@ -36,7 +36,9 @@ impl std::fmt::Debug for Mailer {
             Transport::Smtp(_) => "smtp",
             Transport::Outbox(_) => "outbox",
         };
-        f.debug_struct("Mailer").field("transport", &kind).finish_non_exhaustive()
+        f.debug_struct("Mailer")
+            .field("transport", &kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,14 +56,23 @@ impl Mailer {
         let transport = match smtp_url {
             Some(url) => {
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                    .map_err(|_| ProviderError::configuration("invalid_smtp_url", "HILT_SMTP_URL is not a valid SMTP URL"))?
+                    .map_err(|_| {
+                        ProviderError::configuration(
+                            "invalid_smtp_url",
+                            "HILT_SMTP_URL is not a valid SMTP URL",
+                        )
+                    })?
                     .timeout(Some(timeout))
                     .build();
                 Transport::Smtp(transport)
             }
             None => Transport::Outbox(outbox_dir.to_path_buf()),
         };
-        Ok(Self { from, transport, timeout })
+        Ok(Self {
+            from,
+            transport,
+            timeout,
+        })
     }
 
     /// Where `.eml` files go, when no SMTP server is configured.
@@ -82,12 +93,15 @@ impl Mailer {
         html: Option<&str>,
         message_id: &str,
     ) -> Result<(), ProviderError> {
-        let to: Mailbox = to
-            .parse()
-            .map_err(|_| ProviderError::member_permanent("invalid_email", "the recipient address is not valid"))?;
+        let to: Mailbox = to.parse().map_err(|_| {
+            ProviderError::member_permanent("invalid_email", "the recipient address is not valid")
+        })?;
         let local = sanitize(message_id);
         if local.is_empty() {
-            return Err(ProviderError::configuration("invalid_message_id", "the message id is empty"));
+            return Err(ProviderError::configuration(
+                "invalid_message_id",
+                "the message id is empty",
+            ));
         }
         let builder = Message::builder()
             .from(self.from.clone())
@@ -95,10 +109,17 @@ impl Mailer {
             .subject(subject)
             .message_id(Some(format!("<{local}@hilt>")));
         let message = match html {
-            Some(html) => builder.multipart(MultiPart::alternative_plain_html(text.to_owned(), html.to_owned())),
-            None => builder.header(ContentType::TEXT_PLAIN).body(text.to_owned()),
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+                text.to_owned(),
+                html.to_owned(),
+            )),
+            None => builder
+                .header(ContentType::TEXT_PLAIN)
+                .body(text.to_owned()),
         }
-        .map_err(|_| ProviderError::configuration("invalid_message", "the email could not be built"))?;
+        .map_err(|_| {
+            ProviderError::configuration("invalid_message", "the email could not be built")
+        })?;
 
         match &self.transport {
             Transport::Smtp(smtp) => {
@@ -107,7 +128,10 @@ impl Mailer {
                 match tokio::time::timeout(total, smtp.send(message)).await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(classify_smtp(&e)),
-                    Err(_) => Err(ProviderError::transient("timeout", "the SMTP server did not answer in time")),
+                    Err(_) => Err(ProviderError::transient(
+                        "timeout",
+                        "the SMTP server did not answer in time",
+                    )),
                 }
             }
             Transport::Outbox(dir) => write_eml(dir, &local, &message.formatted()).await,
@@ -130,7 +154,9 @@ async fn write_eml(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ProviderE
     // Write then rename, so a reader never sees half a message.
     let tmp = dir.join(format!(".{name}.tmp"));
     tokio::fs::write(&tmp, bytes).await.map_err(io)?;
-    tokio::fs::rename(&tmp, dir.join(format!("{name}.eml"))).await.map_err(io)?;
+    tokio::fs::rename(&tmp, dir.join(format!("{name}.eml")))
+        .await
+        .map_err(io)?;
     Ok(())
 }
 
@@ -140,8 +166,11 @@ fn classify_smtp(err: &lettre::transport::smtp::Error) -> ProviderError {
     let code = err.status().and_then(|c| c.to_string().parse::<u16>().ok());
     if err.is_transient() {
         let code = code.unwrap_or(400);
-        return ProviderError::transient("smtp_transient", format!("the SMTP server deferred the message ({code})"))
-            .with_status(code);
+        return ProviderError::transient(
+            "smtp_transient",
+            format!("the SMTP server deferred the message ({code})"),
+        )
+        .with_status(code);
     }
     if err.is_permanent() {
         let code = code.unwrap_or(500);

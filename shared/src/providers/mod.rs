@@ -107,7 +107,10 @@ impl ProviderError {
     /// Transient and configuration errors are retried on the schedule; member-permanent ones
     /// go to manual review.
     pub fn retryable(&self) -> bool {
-        matches!(self.class, ErrorClass::Transient | ErrorClass::Configuration)
+        matches!(
+            self.class,
+            ErrorClass::Transient | ErrorClass::Configuration
+        )
     }
 }
 
@@ -128,7 +131,10 @@ impl Providers {
     }
 
     /// The same clients with another per-request timeout (diagnostics use a shorter one).
-    pub fn from_config_with_timeout(config: &Config, timeout: Duration) -> Result<Self, ProviderError> {
+    pub fn from_config_with_timeout(
+        config: &Config,
+        timeout: Duration,
+    ) -> Result<Self, ProviderError> {
         let telegram = match non_empty(config.telegram_bot_token.as_deref()) {
             Some(token) => Some(Telegram::new(token, &config.telegram_api_url, timeout)?),
             None => None,
@@ -143,7 +149,11 @@ impl Providers {
             &config.outbox_dir,
             timeout,
         )?;
-        Ok(Self { telegram, discord, mailer })
+        Ok(Self {
+            telegram,
+            discord,
+            mailer,
+        })
     }
 }
 
@@ -157,7 +167,9 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, ProviderError> {
         .timeout(timeout)
         .connect_timeout(CONNECT_TIMEOUT.min(timeout))
         .build()
-        .map_err(|_| ProviderError::configuration("client_setup", "could not build the HTTP client"))
+        .map_err(|_| {
+            ProviderError::configuration("client_setup", "could not build the HTTP client")
+        })
 }
 
 /// A reqwest failure as a transient error, with the URL (which holds Telegram's bot token)
@@ -185,6 +197,10 @@ fn network_error(provider: &str, err: reqwest::Error, secret: &str) -> ProviderE
     if !secret.is_empty() {
         message = message.replace(secret, "***");
     }
-    let code = if err.is_timeout() { "timeout" } else { "network" };
+    let code = if err.is_timeout() {
+        "timeout"
+    } else {
+        "network"
+    };
     ProviderError::transient(code, message)
 }

@@ -38,6 +38,8 @@ pub struct MemberState {
     pub can_invite_users: Option<bool>,
     /// Only reported for administrators (and `true` for the creator).
     pub can_restrict_members: Option<bool>,
+    /// Only reported for `restricted`: whether the restricted user is still in the chat.
+    pub is_member: Option<bool>,
 }
 
 impl MemberState {
@@ -45,7 +47,7 @@ impl MemberState {
     pub fn is_present(&self) -> bool {
         match self.status.as_str() {
             "creator" | "administrator" | "member" => true,
-            "restricted" => true,
+            "restricted" => self.is_member.unwrap_or(true),
             _ => false,
         }
     }
@@ -67,7 +69,9 @@ pub struct Telegram {
 
 impl std::fmt::Debug for Telegram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Telegram").field("api_url", &self.api_url).finish_non_exhaustive()
+        f.debug_struct("Telegram")
+            .field("api_url", &self.api_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,7 +94,10 @@ impl Telegram {
 
     pub async fn get_me(&self) -> Result<BotInfo, ProviderError> {
         let me = self.call(&GetMe::new(), Target::Chat).await?;
-        Ok(BotInfo { id: me.user.id.0 as i64, username: me.user.username.unwrap_or_default() })
+        Ok(BotInfo {
+            id: me.user.id.0 as i64,
+            username: me.user.username.unwrap_or_default(),
+        })
     }
 
     /// `unbanChatMember` with `only_if_banned`: lifts an old removal, never removes a member.
@@ -129,12 +136,18 @@ impl Telegram {
     /// `only_if_banned`, so the ban is lifted and the user is left outside the chat).
     pub async fn remove_member(&self, chat_id: i64, user_id: i64) -> Result<(), ProviderError> {
         let uid = user(user_id)?;
-        self.call(&BanChatMember::new(chat(chat_id), uid), Target::Chat).await?;
-        self.call(&UnbanChatMember::new(chat(chat_id), uid), Target::Chat).await?;
+        self.call(&BanChatMember::new(chat(chat_id), uid), Target::Chat)
+            .await?;
+        self.call(&UnbanChatMember::new(chat(chat_id), uid), Target::Chat)
+            .await?;
         Ok(())
     }
 
-    pub async fn get_chat_member(&self, chat_id: i64, user_id: i64) -> Result<MemberState, ProviderError> {
+    pub async fn get_chat_member(
+        &self,
+        chat_id: i64,
+        user_id: i64,
+    ) -> Result<MemberState, ProviderError> {
         // Decoded into our own small shape: status strings and rights flags are all we need,
         // and a new member kind in the Bot API must not break diagnostics.
         #[derive(Deserialize)]
@@ -142,6 +155,7 @@ impl Telegram {
             status: String,
             can_invite_users: Option<bool>,
             can_restrict_members: Option<bool>,
+            is_member: Option<bool>,
         }
         let payload = GetChatMember::new(chat(chat_id), user(user_id)?);
         let value = self.call_value(&payload, Target::Chat).await?;
@@ -150,6 +164,7 @@ impl Telegram {
         Ok(MemberState {
             can_invite_users: wire.can_invite_users.or(creator.then_some(true)),
             can_restrict_members: wire.can_restrict_members.or(creator.then_some(true)),
+            is_member: wire.is_member,
             status: wire.status,
         })
     }
@@ -164,7 +179,11 @@ impl Telegram {
     }
 
     /// `POST {api_url}/bot{token}/{Method}` with a JSON body; the `result` on success.
-    async fn call_value<P>(&self, payload: &P, target: Target) -> Result<serde_json::Value, ProviderError>
+    async fn call_value<P>(
+        &self,
+        payload: &P,
+        target: Target,
+    ) -> Result<serde_json::Value, ProviderError>
     where
         P: Payload + Serialize,
     {
@@ -179,9 +198,16 @@ impl Telegram {
             .await
             .map_err(|e| network_error(PROVIDER, e, token))?;
         let status = response.status().as_u16();
-        let body = response.bytes().await.map_err(|e| network_error(PROVIDER, e, token))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| network_error(PROVIDER, e, token))?;
         match serde_json::from_slice::<Envelope>(&body) {
-            Ok(Envelope { ok: true, result: Some(result), .. }) => Ok(result),
+            Ok(Envelope {
+                ok: true,
+                result: Some(result),
+                ..
+            }) => Ok(result),
             Ok(envelope) if !envelope.ok => Err(classify(
                 status,
                 envelope.error_code.unwrap_or(status),
@@ -219,15 +245,24 @@ fn user(id: i64) -> Result<UserId, ProviderError> {
         .ok()
         .filter(|id| *id > 0)
         .map(UserId)
-        .ok_or_else(|| ProviderError::member_permanent("identity_invalid", "the Telegram user id is not a positive integer"))
+        .ok_or_else(|| {
+            ProviderError::member_permanent(
+                "identity_invalid",
+                "the Telegram user id is not a positive integer",
+            )
+        })
 }
 
 fn invalid_response() -> ProviderError {
-    ProviderError::transient("invalid_response", "Telegram sent an answer that could not be read")
+    ProviderError::transient(
+        "invalid_response",
+        "Telegram sent an answer that could not be read",
+    )
 }
 
 fn server_error(status: u16) -> ProviderError {
-    ProviderError::transient("provider_5xx", format!("Telegram answered HTTP {status}")).with_status(status)
+    ProviderError::transient("provider_5xx", format!("Telegram answered HTTP {status}"))
+        .with_status(status)
 }
 
 /// The classification table for Telegram (see docs/PROVIDERS.md). `description` is Telegram's
@@ -239,7 +274,11 @@ fn classify(
     parameters: Option<&Parameters>,
     target: Target,
 ) -> ProviderError {
-    let status = if error_code != 0 { error_code } else { http_status };
+    let status = if error_code != 0 {
+        error_code
+    } else {
+        http_status
+    };
     if let Some(seconds) = parameters.and_then(|p| p.retry_after) {
         return rate_limited(seconds).with_status(status);
     }
@@ -253,15 +292,19 @@ fn classify(
         return server_error(status);
     }
     // teloxide's table names the well-known descriptions; the rest are matched by prefix.
-    let api_error = serde_json::from_value::<ApiError>(serde_json::Value::String(description.to_owned()))
-        .unwrap_or_else(|_| ApiError::Unknown(description.to_owned()));
+    let api_error =
+        serde_json::from_value::<ApiError>(serde_json::Value::String(description.to_owned()))
+            .unwrap_or_else(|_| ApiError::Unknown(description.to_owned()));
     classify_api_error(&api_error, status, target).with_status(status)
 }
 
 fn rate_limited(seconds: u64) -> ProviderError {
     let retry_after = (seconds > 0).then(|| Duration::from_secs(seconds));
-    ProviderError::transient("rate_limited", format!("Telegram flood control: retry after {seconds} s"))
-        .with_retry_after(retry_after)
+    ProviderError::transient(
+        "rate_limited",
+        format!("Telegram flood control: retry after {seconds} s"),
+    )
+    .with_retry_after(retry_after)
 }
 
 fn chat_migrated() -> ProviderError {
@@ -274,22 +317,36 @@ fn chat_migrated() -> ProviderError {
 fn classify_api_error(error: &ApiError, status: u16, target: Target) -> ProviderError {
     use ErrorClass::*;
     let (code, class, message): (&str, ErrorClass, &str) = match error {
-        ApiError::InvalidToken => {
-            ("invalid_bot_token", Configuration, "Telegram rejected the bot token")
-        }
-        ApiError::BotBlocked => ("user_blocked_bot", MemberPermanent, "the buyer blocked the bot"),
+        ApiError::InvalidToken => (
+            "invalid_bot_token",
+            Configuration,
+            "Telegram rejected the bot token",
+        ),
+        ApiError::BotBlocked => (
+            "user_blocked_bot",
+            MemberPermanent,
+            "the buyer blocked the bot",
+        ),
         ApiError::CantInitiateConversation => (
             "user_not_started_bot",
             MemberPermanent,
             "the buyer has not started a conversation with the bot",
         ),
-        ApiError::UserDeactivated => {
-            ("user_deactivated", MemberPermanent, "the buyer's Telegram account is deactivated")
-        }
-        ApiError::CantTalkWithBots => {
-            ("identity_invalid", MemberPermanent, "the Telegram user id belongs to a bot")
-        }
-        ApiError::UserNotFound => ("unknown_user", MemberPermanent, "Telegram does not know this user"),
+        ApiError::UserDeactivated => (
+            "user_deactivated",
+            MemberPermanent,
+            "the buyer's Telegram account is deactivated",
+        ),
+        ApiError::CantTalkWithBots => (
+            "identity_invalid",
+            MemberPermanent,
+            "the Telegram user id belongs to a bot",
+        ),
+        ApiError::UserNotFound => (
+            "unknown_user",
+            MemberPermanent,
+            "Telegram does not know this user",
+        ),
         ApiError::ChatNotFound | ApiError::GroupDeactivated => match target {
             Target::DirectMessage => (
                 "user_not_started_bot",
@@ -302,18 +359,28 @@ fn classify_api_error(error: &ApiError, status: u16, target: Target) -> Provider
                 "the chat does not exist or the bot is not in it",
             ),
         },
-        ApiError::BotKicked | ApiError::BotKickedFromSupergroup | ApiError::BotKickedFromChannel => {
-            ("bot_not_in_chat", Configuration, "the bot is not a member of the chat")
-        }
+        ApiError::BotKicked
+        | ApiError::BotKickedFromSupergroup
+        | ApiError::BotKickedFromChannel => (
+            "bot_not_in_chat",
+            Configuration,
+            "the bot is not a member of the chat",
+        ),
         ApiError::NotEnoughRightsToRestrict
         | ApiError::NotEnoughRightsToPostMessages
         | ApiError::NotEnoughRightsToChangeChatPermissions
         | ApiError::NotEnoughRightsToManagePins
-        | ApiError::NotEnoughRightsToPinMessage => {
-            ("missing_permissions", Configuration, "the bot lacks the admin rights this needs")
-        }
+        | ApiError::NotEnoughRightsToPinMessage => (
+            "missing_permissions",
+            Configuration,
+            "the bot lacks the admin rights this needs",
+        ),
         ApiError::Unknown(text) => return classify_unknown(text, status, target),
-        _ => ("provider_rejected", Configuration, "Telegram rejected the request"),
+        _ => (
+            "provider_rejected",
+            Configuration,
+            "Telegram rejected the request",
+        ),
     };
     ProviderError::new(code, class, message)
 }
@@ -332,9 +399,16 @@ fn classify_unknown(text: &str, status: u16, target: Target) -> ProviderError {
         );
     }
     if has("user is deactivated") {
-        return ProviderError::member_permanent("user_deactivated", "the buyer's Telegram account is deactivated");
+        return ProviderError::member_permanent(
+            "user_deactivated",
+            "the buyer's Telegram account is deactivated",
+        );
     }
-    if has("participant_id_invalid") || has("user_id_invalid") || has("user not found") || has("invalid user_id") {
+    if has("participant_id_invalid")
+        || has("user_id_invalid")
+        || has("user not found")
+        || has("invalid user_id")
+    {
         return ProviderError::member_permanent("unknown_user", "Telegram does not know this user");
     }
     if has("can't remove chat owner") || has("user is an administrator of the chat") {
@@ -344,10 +418,20 @@ fn classify_unknown(text: &str, status: u16, target: Target) -> ProviderError {
         );
     }
     if has("bot was kicked") || has("bot is not a member") || has("bot is not a participant") {
-        return ProviderError::configuration("bot_not_in_chat", "the bot is not a member of the chat");
+        return ProviderError::configuration(
+            "bot_not_in_chat",
+            "the bot is not a member of the chat",
+        );
     }
-    if has("not enough rights") || has("need administrator rights") || has("chat_admin_required") || has("have no rights") {
-        return ProviderError::configuration("missing_permissions", "the bot lacks the admin rights this needs");
+    if has("not enough rights")
+        || has("need administrator rights")
+        || has("chat_admin_required")
+        || has("have no rights")
+    {
+        return ProviderError::configuration(
+            "missing_permissions",
+            "the bot lacks the admin rights this needs",
+        );
     }
     if has("chat not found") || has("peer_id_invalid") || has("chat_id_invalid") {
         return match target {
@@ -361,13 +445,26 @@ fn classify_unknown(text: &str, status: u16, target: Target) -> ProviderError {
             ),
         };
     }
+    // Only reached without a status (teloxide's own `.send()`): its 5xx texts.
+    if t.starts_with("internal server error")
+        || t.starts_with("bad gateway")
+        || t.starts_with("gateway timeout")
+    {
+        return ProviderError::transient("provider_5xx", "Telegram answered with a server error");
+    }
     if status == 401 || t == "unauthorized" {
-        return ProviderError::configuration("invalid_bot_token", "Telegram rejected the bot token");
+        return ProviderError::configuration(
+            "invalid_bot_token",
+            "Telegram rejected the bot token",
+        );
     }
     if t.starts_with("forbidden") || status == 403 {
         return ProviderError::configuration("forbidden", "Telegram refused the request (403)");
     }
-    ProviderError::configuration("provider_rejected", format!("Telegram rejected the request ({status})"))
+    ProviderError::configuration(
+        "provider_rejected",
+        format!("Telegram rejected the request ({status})"),
+    )
 }
 
 /// For calls made through teloxide's own `.send()` (which has already slept 10 s on a 5xx and
@@ -386,7 +483,9 @@ impl From<RequestError> for ProviderError {
                 }
             }
             RequestError::InvalidJson { .. } => invalid_response(),
-            RequestError::Io(_) => ProviderError::transient("network", "I/O error talking to Telegram"),
+            RequestError::Io(_) => {
+                ProviderError::transient("network", "I/O error talking to Telegram")
+            }
         }
     }
 }

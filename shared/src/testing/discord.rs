@@ -55,7 +55,12 @@ pub struct FakeDiscord {
 impl FakeDiscord {
     pub async fn start() -> Self {
         let state = Arc::new(Mutex::new(State {
-            token: format!("MTA{}.G{}.{}", crate::domain::random_token(21), crate::domain::random_token(5), crate::domain::random_token(27)),
+            token: format!(
+                "MTA{}.G{}.{}",
+                crate::domain::random_token(21),
+                crate::domain::random_token(5),
+                crate::domain::random_token(27)
+            ),
             bot_id: "900000000000000001".into(),
             guilds: HashMap::new(),
             users: Default::default(),
@@ -64,8 +69,12 @@ impl FakeDiscord {
             script: Script::default(),
         }));
         let shared = state.clone();
-        let router = axum::Router::new().fallback(move |req: Request<Body>| handle(shared.clone(), req));
-        Self { server: Server::start(router).await, state }
+        let router =
+            axum::Router::new().fallback(move |req: Request<Body>| handle(shared.clone(), req));
+        Self {
+            server: Server::start(router).await,
+            state,
+        }
     }
 
     /// The value for `HILT_DISCORD_API_URL` (the fake serves `{url}/api/v10/...`; `{url}/api`
@@ -92,8 +101,18 @@ impl FakeDiscord {
         let guild = Guild {
             bot_in_guild: true,
             roles: vec![
-                GuildRole { id: guild_id.into(), name: "@everyone".into(), position: 0, permissions: 0 },
-                GuildRole { id: bot_role.clone(), name: "Hilt Bot".into(), position: 10, permissions: MANAGE_ROLES },
+                GuildRole {
+                    id: guild_id.into(),
+                    name: "@everyone".into(),
+                    position: 0,
+                    permissions: 0,
+                },
+                GuildRole {
+                    id: bot_role.clone(),
+                    name: "Hilt Bot".into(),
+                    position: 10,
+                    permissions: MANAGE_ROLES,
+                },
             ],
             members: HashMap::from([(bot_id, vec![bot_role])]),
         };
@@ -105,7 +124,12 @@ impl FakeDiscord {
         let mut s = self.lock();
         if let Some(g) = s.guilds.get_mut(guild_id) {
             g.roles.retain(|r| r.id != role_id);
-            g.roles.push(GuildRole { id: role_id.into(), name: format!("role {role_id}"), position, permissions: 0 });
+            g.roles.push(GuildRole {
+                id: role_id.into(),
+                name: format!("role {role_id}"),
+                position,
+                permissions: 0,
+            });
         }
     }
 
@@ -147,7 +171,10 @@ impl FakeDiscord {
         let mut s = self.lock();
         s.users.insert(user_id.into());
         if let Some(g) = s.guilds.get_mut(guild_id) {
-            g.members.insert(user_id.into(), roles.iter().map(|r| (*r).to_owned()).collect());
+            g.members.insert(
+                user_id.into(),
+                roles.iter().map(|r| (*r).to_owned()).collect(),
+            );
         }
     }
 
@@ -160,7 +187,12 @@ impl FakeDiscord {
 
     /// `None` when the user is not a member of the guild.
     pub fn roles_of(&self, guild_id: &str, user_id: &str) -> Option<Vec<String>> {
-        self.lock().guilds.get(guild_id)?.members.get(user_id).cloned()
+        self.lock()
+            .guilds
+            .get(guild_id)?
+            .members
+            .get(user_id)
+            .cloned()
     }
 
     /// The next call of an operation (`current_user`, `get_member`, `add_member`, `add_role`,
@@ -180,7 +212,12 @@ impl FakeDiscord {
 
     pub fn calls(&self, operation: &str) -> Vec<Call> {
         let operation = operation.to_ascii_lowercase();
-        self.lock().calls.iter().filter(|c| c.method == operation).cloned().collect()
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.method == operation)
+            .cloned()
+            .collect()
     }
 
     pub fn all_calls(&self) -> Vec<Call> {
@@ -238,7 +275,9 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let body = axum::body::to_bytes(req.into_body(), 10 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(req.into_body(), 10 << 20)
+        .await
+        .unwrap_or_default();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
 
     let Some(op) = Op::parse(&method, &path) else {
@@ -249,7 +288,9 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
         let mut params = match &op {
             Op::CurrentUser => json!({}),
             Op::GetMember(g, u) | Op::AddMember(g, u) => json!({ "guild_id": g, "user_id": u }),
-            Op::AddRole(g, u, r) | Op::RemoveRole(g, u, r) => json!({ "guild_id": g, "user_id": u, "role_id": r }),
+            Op::AddRole(g, u, r) | Op::RemoveRole(g, u, r) => {
+                json!({ "guild_id": g, "user_id": u, "role_id": r })
+            }
             Op::GetRoles(g) => json!({ "guild_id": g }),
         };
         if let (Value::Object(p), Value::Object(b)) = (&mut params, &body) {
@@ -259,7 +300,10 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
                 }
             }
         }
-        s.calls.push(Call { method: op.name().into(), params });
+        s.calls.push(Call {
+            method: op.name().into(),
+            params,
+        });
         if auth != format!("Bot {}", s.token) {
             return error(401, 0, "401: Unauthorized");
         }
@@ -286,7 +330,11 @@ fn scripted(failure: Failure) -> Response {
             })),
         )
             .into_response(),
-        Failure::Api { status, code, message } => error(status, code, &message),
+        Failure::Api {
+            status,
+            code,
+            message,
+        } => error(status, code, &message),
         Failure::Status(status) => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
             [(header::CONTENT_TYPE, "text/html")],
@@ -337,7 +385,11 @@ fn no_content() -> Response {
 /// The bot may grant `role` when it has Manage Roles and the role sits below its highest role.
 fn can_grant(s: &State, guild: &Guild, role: &GuildRole) -> bool {
     let bot_roles = guild.members.get(&s.bot_id).cloned().unwrap_or_default();
-    let mine: Vec<&GuildRole> = guild.roles.iter().filter(|r| bot_roles.contains(&r.id)).collect();
+    let mine: Vec<&GuildRole> = guild
+        .roles
+        .iter()
+        .filter(|r| bot_roles.contains(&r.id))
+        .collect();
     let manage = mine.iter().any(|r| r.permissions & MANAGE_ROLES != 0);
     let top = mine.iter().map(|r| r.position).max().unwrap_or(0);
     manage && role.position < top
@@ -348,9 +400,11 @@ fn dispatch(s: &mut State, op: Op, body: &Value) -> Response {
         Op::CurrentUser => {
             return axum::Json(user_json(&s.bot_id, true)).into_response();
         }
-        Op::GetMember(g, _) | Op::AddMember(g, _) | Op::AddRole(g, ..) | Op::RemoveRole(g, ..) | Op::GetRoles(g) => {
-            g.clone()
-        }
+        Op::GetMember(g, _)
+        | Op::AddMember(g, _)
+        | Op::AddRole(g, ..)
+        | Op::RemoveRole(g, ..)
+        | Op::GetRoles(g) => g.clone(),
     };
     let Some(guild) = s.guilds.get(&guild_id) else {
         return error(404, 10004, "Unknown Guild");
@@ -360,7 +414,9 @@ fn dispatch(s: &mut State, op: Op, body: &Value) -> Response {
     }
     match op {
         Op::CurrentUser => unreachable!("answered above"),
-        Op::GetRoles(_) => axum::Json(Value::Array(guild.roles.iter().map(role_json).collect())).into_response(),
+        Op::GetRoles(_) => {
+            axum::Json(Value::Array(guild.roles.iter().map(role_json).collect())).into_response()
+        }
         Op::GetMember(_, user) => match guild.members.get(&user) {
             Some(roles) => axum::Json(member_json(&user, roles, user == s.bot_id)).into_response(),
             None => error(404, 10007, "Unknown Member"),
@@ -379,7 +435,11 @@ fn dispatch(s: &mut State, op: Op, body: &Value) -> Response {
             let wanted: Vec<String> = body
                 .get("roles")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default();
             for role_id in &wanted {
                 let Some(role) = guild.roles.iter().find(|r| &r.id == role_id) else {
@@ -400,7 +460,13 @@ fn dispatch(s: &mut State, op: Op, body: &Value) -> Response {
     }
 }
 
-fn change_role(s: &mut State, guild_id: &str, user: String, role_id: String, adding: bool) -> Response {
+fn change_role(
+    s: &mut State,
+    guild_id: &str,
+    user: String,
+    role_id: String,
+    adding: bool,
+) -> Response {
     let Some(guild) = s.guilds.get(guild_id) else {
         return error(404, 10004, "Unknown Guild");
     };
@@ -413,7 +479,11 @@ fn change_role(s: &mut State, guild_id: &str, user: String, role_id: String, add
     if !can_grant(s, guild, role) {
         return error(403, 50013, "Missing Permissions");
     }
-    if let Some(roles) = s.guilds.get_mut(guild_id).and_then(|g| g.members.get_mut(&user)) {
+    if let Some(roles) = s
+        .guilds
+        .get_mut(guild_id)
+        .and_then(|g| g.members.get_mut(&user))
+    {
         roles.retain(|r| r != &role_id);
         if adding {
             roles.push(role_id);

@@ -27,7 +27,11 @@ pub enum Failure {
     TooManyRequests { retry_after: u64 },
     /// An API error answer. Telegram: `error_code` = `status`, `description` = `message`
     /// (`code` unused). Discord: `{"code": code, "message": message}` with `status`.
-    Api { status: u16, code: i64, message: String },
+    Api {
+        status: u16,
+        code: i64,
+        message: String,
+    },
     /// A bare HTTP status with a non-JSON body, as a proxy in front of the API would send (502…).
     Status(u16),
     /// Wait this long, then answer normally (for timeout tests).
@@ -39,12 +43,20 @@ pub enum Failure {
 impl Failure {
     /// A Telegram error answer, e.g. `Failure::telegram(403, "Forbidden: bot was blocked by the user")`.
     pub fn telegram(status: u16, description: &str) -> Self {
-        Self::Api { status, code: i64::from(status), message: description.to_owned() }
+        Self::Api {
+            status,
+            code: i64::from(status),
+            message: description.to_owned(),
+        }
     }
 
     /// A Discord error answer, e.g. `Failure::discord(403, 50013, "Missing Permissions")`.
     pub fn discord(status: u16, code: i64, message: &str) -> Self {
-        Self::Api { status, code, message: message.to_owned() }
+        Self::Api {
+            status,
+            code,
+            message: message.to_owned(),
+        }
     }
 }
 
@@ -94,7 +106,9 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port for a fake server");
-        let addr = listener.local_addr().expect("local address of the fake server");
+        let addr = listener
+            .local_addr()
+            .expect("local address of the fake server");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });

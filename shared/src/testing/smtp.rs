@@ -45,8 +45,12 @@ impl Drop for SmtpSink {
 
 impl SmtpSink {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port for the SMTP sink");
-        let addr = listener.local_addr().expect("local address of the SMTP sink");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port for the SMTP sink");
+        let addr = listener
+            .local_addr()
+            .expect("local address of the SMTP sink");
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
         let task = tokio::spawn(async move {
@@ -105,7 +109,11 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
     }
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
-    if write.write_all(b"220 localhost fake SMTP ready\r\n").await.is_err() {
+    if write
+        .write_all(b"220 localhost fake SMTP ready\r\n")
+        .await
+        .is_err()
+    {
         return;
     }
     let mut from = String::new();
@@ -139,7 +147,11 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
             if to.is_empty() {
                 "554 5.5.1 no valid recipients\r\n".into()
             } else {
-                if write.write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n").await.is_err() {
+                if write
+                    .write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 let mut data = String::new();
@@ -153,10 +165,18 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
                     if l == "." {
                         break;
                     }
-                    data.push_str(l.strip_prefix('.').filter(|_| l.starts_with("..")).unwrap_or(l));
+                    data.push_str(
+                        l.strip_prefix('.')
+                            .filter(|_| l.starts_with(".."))
+                            .unwrap_or(l),
+                    );
                     data.push_str("\r\n");
                 }
-                lock(&state).mails.push(ReceivedMail { from: from.clone(), to: std::mem::take(&mut to), data });
+                lock(&state).mails.push(ReceivedMail {
+                    from: from.clone(),
+                    to: std::mem::take(&mut to),
+                    data,
+                });
                 "250 2.0.0 queued\r\n".into()
             }
         } else if upper == "RSET" {

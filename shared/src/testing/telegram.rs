@@ -29,17 +29,32 @@ pub struct BotRights {
 impl BotRights {
     /// Administrator with the rights delivery and revocation need.
     pub fn admin() -> Self {
-        Self { is_member: true, is_admin: true, can_invite_users: true, can_restrict_members: true }
+        Self {
+            is_member: true,
+            is_admin: true,
+            can_invite_users: true,
+            can_restrict_members: true,
+        }
     }
 
     /// A plain member: cannot create invite links or remove anyone.
     pub fn member() -> Self {
-        Self { is_member: true, is_admin: false, can_invite_users: false, can_restrict_members: false }
+        Self {
+            is_member: true,
+            is_admin: false,
+            can_invite_users: false,
+            can_restrict_members: false,
+        }
     }
 
     /// Kicked from (or never added to) the chat.
     pub fn absent() -> Self {
-        Self { is_member: false, is_admin: false, can_invite_users: false, can_restrict_members: false }
+        Self {
+            is_member: false,
+            is_admin: false,
+            can_invite_users: false,
+            can_restrict_members: false,
+        }
     }
 }
 
@@ -108,8 +123,12 @@ impl FakeTelegram {
             next_message_id: 1,
         }));
         let shared = state.clone();
-        let router = axum::Router::new().fallback(move |req: Request<Body>| handle(shared.clone(), req));
-        Self { server: Server::start(router).await, state }
+        let router =
+            axum::Router::new().fallback(move |req: Request<Body>| handle(shared.clone(), req));
+        Self {
+            server: Server::start(router).await,
+            state,
+        }
     }
 
     /// The value for `HILT_TELEGRAM_API_URL`.
@@ -147,12 +166,24 @@ impl FakeTelegram {
 
     /// A user who has started the bot (DMs work).
     pub fn add_user(&self, user_id: i64) {
-        self.lock().users.insert(user_id, User { started: true, blocked: false });
+        self.lock().users.insert(
+            user_id,
+            User {
+                started: true,
+                blocked: false,
+            },
+        );
     }
 
     /// A user Telegram knows who never started the bot (DMs fail with "can't initiate conversation").
     pub fn add_user_not_started(&self, user_id: i64) {
-        self.lock().users.insert(user_id, User { started: false, blocked: false });
+        self.lock().users.insert(
+            user_id,
+            User {
+                started: false,
+                blocked: false,
+            },
+        );
     }
 
     /// The user blocked the bot (DMs fail with "bot was blocked by the user").
@@ -175,11 +206,15 @@ impl FakeTelegram {
     pub fn join_with_link(&self, chat_id: i64, user_id: i64, link: &str) -> bool {
         let mut s = self.lock();
         s.users.entry(user_id).or_default();
-        let Some(chat) = s.chats.get_mut(&chat_id) else { return false };
+        let Some(chat) = s.chats.get_mut(&chat_id) else {
+            return false;
+        };
         if chat.members.get(&user_id).map(String::as_str) == Some("kicked") {
             return false;
         }
-        let Some(l) = chat.links.iter_mut().find(|l| l.link == link) else { return false };
+        let Some(l) = chat.links.iter_mut().find(|l| l.link == link) else {
+            return false;
+        };
         if l.member_limit.is_some_and(|m| l.uses >= m) {
             return false;
         }
@@ -189,7 +224,12 @@ impl FakeTelegram {
     }
 
     pub fn member_status(&self, chat_id: i64, user_id: i64) -> Option<String> {
-        self.lock().chats.get(&chat_id)?.members.get(&user_id).cloned()
+        self.lock()
+            .chats
+            .get(&chat_id)?
+            .members
+            .get(&user_id)
+            .cloned()
     }
 
     pub fn is_banned(&self, chat_id: i64, user_id: i64) -> bool {
@@ -213,7 +253,12 @@ impl FakeTelegram {
     /// Calls of one method (case-insensitive), oldest first.
     pub fn calls(&self, method: &str) -> Vec<Call> {
         let method = method.to_ascii_lowercase();
-        self.lock().calls.iter().filter(|c| c.method == method).cloned().collect()
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
     }
 
     pub fn all_calls(&self) -> Vec<Call> {
@@ -222,11 +267,20 @@ impl FakeTelegram {
 
     /// Texts of the direct messages the bot sent to a user.
     pub fn dms_to(&self, user_id: i64) -> Vec<String> {
-        self.lock().dms.iter().filter(|(u, _)| *u == user_id).map(|(_, t)| t.clone()).collect()
+        self.lock()
+            .dms
+            .iter()
+            .filter(|(u, _)| *u == user_id)
+            .map(|(_, t)| t.clone())
+            .collect()
     }
 
     pub fn invite_links(&self, chat_id: i64) -> Vec<InviteLink> {
-        self.lock().chats.get(&chat_id).map(|c| c.links.clone()).unwrap_or_default()
+        self.lock()
+            .chats
+            .get(&chat_id)
+            .map(|c| c.links.clone())
+            .unwrap_or_default()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -242,7 +296,9 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let body = axum::body::to_bytes(req.into_body(), 10 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(req.into_body(), 10 << 20)
+        .await
+        .unwrap_or_default();
 
     let mut segments = path.trim_start_matches('/').splitn(2, '/');
     let (Some(bot_segment), Some(method)) = (segments.next(), segments.next()) else {
@@ -268,7 +324,10 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
 
     let failure = {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-        s.calls.push(Call { method: method.clone(), params: params.clone() });
+        s.calls.push(Call {
+            method: method.clone(),
+            params: params.clone(),
+        });
         if token != s.token {
             return error(401, "Unauthorized");
         }
@@ -295,7 +354,9 @@ fn scripted(failure: Failure) -> Response {
             })),
         )
             .into_response(),
-        Failure::Api { status, message, .. } => error(status, &message),
+        Failure::Api {
+            status, message, ..
+        } => error(status, &message),
         Failure::Status(status) => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
             [(header::CONTENT_TYPE, "text/html")],
@@ -368,7 +429,9 @@ fn dispatch(s: &mut State, method: &str, params: &Value) -> Response {
             "supports_inline_queries": false, "can_connect_to_business": false, "has_main_web_app": false,
         })),
         "sendmessage" => {
-            let Some(chat_id) = chat_id else { return error(400, "Bad Request: chat_id is empty") };
+            let Some(chat_id) = chat_id else {
+                return error(400, "Bad Request: chat_id is empty");
+            };
             let Some(text) = param_str(params, "text").filter(|t| !t.is_empty()) else {
                 return error(400, "Bad Request: message text is empty");
             };
@@ -380,9 +443,14 @@ fn dispatch(s: &mut State, method: &str, params: &Value) -> Response {
             } else {
                 match s.users.get(&chat_id) {
                     None => return error(400, NO_CHAT),
-                    Some(u) if u.blocked => return error(403, "Forbidden: bot was blocked by the user"),
+                    Some(u) if u.blocked => {
+                        return error(403, "Forbidden: bot was blocked by the user");
+                    }
                     Some(u) if !u.started => {
-                        return error(403, "Forbidden: bot can't initiate conversation with a user");
+                        return error(
+                            403,
+                            "Forbidden: bot can't initiate conversation with a user",
+                        );
                     }
                     Some(_) => {}
                 }
@@ -399,13 +467,20 @@ fn dispatch(s: &mut State, method: &str, params: &Value) -> Response {
                 "text": text,
             }))
         }
-        "createchatinvitelink" | "exportchatinvitelink" | "unbanchatmember" | "banchatmember"
+        "createchatinvitelink"
+        | "exportchatinvitelink"
+        | "unbanchatmember"
+        | "banchatmember"
         | "getchatmember" => {
-            let Some(chat_id) = chat_id else { return error(400, "Bad Request: chat_id is empty") };
+            let Some(chat_id) = chat_id else {
+                return error(400, "Bad Request: chat_id is empty");
+            };
             let bot = user_json(s.bot_id, true, Some(&s.bot_username));
             let bot_id = s.bot_id;
             let known = user_id.is_some_and(|u| s.users.contains_key(&u));
-            let Some(chat) = s.chats.get_mut(&chat_id) else { return error(400, NO_CHAT) };
+            let Some(chat) = s.chats.get_mut(&chat_id) else {
+                return error(400, NO_CHAT);
+            };
             if !chat.rights.is_member {
                 return error(403, KICKED);
             }
@@ -416,7 +491,8 @@ fn dispatch(s: &mut State, method: &str, params: &Value) -> Response {
                         return error(400, "Bad Request: not enough rights to create invite link");
                     }
                     let member_limit = param_i64(params, "member_limit");
-                    let creates_join_request = param_bool(params, "creates_join_request").unwrap_or(false);
+                    let creates_join_request =
+                        param_bool(params, "creates_join_request").unwrap_or(false);
                     if member_limit.is_some() && creates_join_request {
                         return error(
                             400,
@@ -452,26 +528,44 @@ fn dispatch(s: &mut State, method: &str, params: &Value) -> Response {
                 }
                 "exportchatinvitelink" => {
                     if !rights.is_admin || !rights.can_invite_users {
-                        return error(400, "Bad Request: not enough rights to export chat invite link");
+                        return error(
+                            400,
+                            "Bad Request: not enough rights to export chat invite link",
+                        );
                     }
-                    ok(json!(format!("https://t.me/+{}", crate::domain::random_token(16))))
+                    ok(json!(format!(
+                        "https://t.me/+{}",
+                        crate::domain::random_token(16)
+                    )))
                 }
                 "getchatmember" => {
-                    let Some(user_id) = user_id else { return error(400, "Bad Request: user_id is empty") };
+                    let Some(user_id) = user_id else {
+                        return error(400, "Bad Request: user_id is empty");
+                    };
                     if user_id == bot_id {
-                        let status = if rights.is_admin { "administrator" } else { "member" };
+                        let status = if rights.is_admin {
+                            "administrator"
+                        } else {
+                            "member"
+                        };
                         return ok(member_json(bot, status, Some(rights)));
                     }
                     let status = chat.members.get(&user_id).cloned();
                     match status {
-                        Some(status) => ok(member_json(user_json(user_id, false, None), &status, None)),
-                        None if known => ok(member_json(user_json(user_id, false, None), "left", None)),
+                        Some(status) => {
+                            ok(member_json(user_json(user_id, false, None), &status, None))
+                        }
+                        None if known => {
+                            ok(member_json(user_json(user_id, false, None), "left", None))
+                        }
                         None => error(400, "Bad Request: user not found"),
                     }
                 }
                 _ => {
                     // banChatMember / unbanChatMember
-                    let Some(user_id) = user_id else { return error(400, "Bad Request: user_id is empty") };
+                    let Some(user_id) = user_id else {
+                        return error(400, "Bad Request: user_id is empty");
+                    };
                     if !rights.is_admin || !rights.can_restrict_members {
                         return error(400, NO_RESTRICT);
                     }
@@ -480,7 +574,9 @@ fn dispatch(s: &mut State, method: &str, params: &Value) -> Response {
                         return error(400, "Bad Request: PARTICIPANT_ID_INVALID");
                     }
                     match status.as_deref() {
-                        Some("creator") => return error(400, "Bad Request: can't remove chat owner"),
+                        Some("creator") => {
+                            return error(400, "Bad Request: can't remove chat owner");
+                        }
                         Some("administrator") => {
                             return error(400, "Bad Request: user is an administrator of the chat");
                         }
