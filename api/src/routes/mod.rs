@@ -3,6 +3,8 @@ pub mod health;
 pub mod memberships;
 pub mod payments;
 pub mod products;
+pub mod receipts;
+pub mod support;
 
 use serde::Serialize;
 use utoipa::ToSchema;
