@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/receipt/{id}", get(receipts::get_receipt))
         .route("/v1/receipt/{id}/invoice-metadata", patch(receipts::update_invoice_metadata))
         .route("/v1/receipt/{id}/pdf", get(receipts::get_receipt_pdf))
+        .route("/v1/receipt/{id}/send-proof", post(receipts::send_proof))
         .route("/v1/receipt/{id}/public", get(receipts::get_public_receipt))
         .route("/v1/receipt/{id}/verify", get(receipts::verify_receipt))
         .route("/.well-known/hilt-receipt-keys", get(receipts::receipt_keys))

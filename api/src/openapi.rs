@@ -19,6 +19,7 @@ use crate::routes::{admin, health, memberships, payments, products, receipts, su
         memberships::get_membership, memberships::list_attempts, memberships::retry_delivery,
         memberships::delivery_support_ticket,
         receipts::list_receipts, receipts::get_receipt, receipts::update_invoice_metadata, receipts::get_receipt_pdf,
+        receipts::send_proof,
         receipts::get_public_receipt, receipts::verify_receipt, receipts::receipt_keys,
         support::create_ticket, support::list_tickets, support::get_ticket, support::update_ticket,
         support::add_ticket_message,

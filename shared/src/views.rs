@@ -1,5 +1,6 @@
 //! Objects as the API returns them (SPEC §4). Webhooks send the same shapes as `data`.
 
+pub mod proof_emails;
 pub mod receipts;
 pub mod support;
 

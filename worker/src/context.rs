@@ -26,6 +26,8 @@ pub struct Tuning {
     pub auth_failure_burst: u32,
     pub auth_failure_pause: Duration,
     pub retry_schedule: Vec<Period>,
+    /// Delays between proof email attempts after a retryable SMTP error; its length is the budget.
+    pub proof_email_schedule: Vec<Period>,
 }
 
 impl Tuning {
@@ -41,6 +43,7 @@ impl Tuning {
             auth_failure_burst: 20,
             auth_failure_pause: Duration::from_secs(60),
             retry_schedule: config.retry_schedule.0.clone(),
+            proof_email_schedule: [10, 60, 300, 1_800].map(|s| Period(Duration::from_secs(s))).to_vec(),
         }
     }
 }

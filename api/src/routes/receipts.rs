@@ -3,19 +3,26 @@
 
 use axum::{
     Json,
+    body::Bytes,
     extract::{Path, State},
-    http::header,
+    http::{StatusCode, header},
     response::IntoResponse,
 };
 use hilt_shared::{
-    service::receipts::{self, InvoiceMetadataPatch, ListReceipts},
-    views::receipts::{Jwks, PublicReceiptView, ReceiptView, VerificationView},
+    service::{
+        proof_emails::{self, SendProof},
+        receipts::{self, InvoiceMetadataPatch, ListReceipts},
+    },
+    views::{
+        proof_emails::ProofEmailView,
+        receipts::{Jwks, PublicReceiptView, ReceiptView, VerificationView},
+    },
 };
 
 use super::List;
 use crate::{
     error::ApiError,
-    extract::{ApiJson, Merchant, Page, QueryPairs},
+    extract::{ApiJson, Merchant, Page, QueryPairs, parse_json},
     state::AppState,
 };
 
@@ -101,4 +108,28 @@ pub async fn verify_receipt(
 pub async fn receipt_keys(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let jwks = receipts::jwks(&state.db).await?;
     Ok(([(header::CACHE_CONTROL, "public, max-age=300")], Json(jwks)))
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SendProofAccepted {
+    /// The queued `proof_email` job that sends it.
+    pub job_id: String,
+    pub proof_email: ProofEmailView,
+}
+
+/// Email the receipt's verification link (202; a `proof_email` job sends it once). The address
+/// is `email`, else the invoice billing email, else the buyer's email; none known → 422.
+#[utoipa::path(post, path = "/v1/receipt/{id}/send-proof", tag = "receipts", params(("id" = String, Path)),
+    request_body(content = SendProof, description = "An empty body is `{}`"),
+    responses((status = 202, body = SendProofAccepted), (status = 404), (status = 422, description = "no or a malformed address")),
+    security(("api_key" = [])))]
+pub async fn send_proof(
+    merchant: Merchant,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<SendProofAccepted>), ApiError> {
+    let body: SendProof = if body.is_empty() { SendProof::default() } else { parse_json(&body)? };
+    let (request, job_id) = proof_emails::request(&state.db, &merchant.id, &id, body).await?;
+    Ok((StatusCode::ACCEPTED, Json(SendProofAccepted { job_id: job_id.to_string(), proof_email: ProofEmailView::from(&request) })))
 }

@@ -61,6 +61,7 @@ id_type!(JobId, "job");
 id_type!(WebhookEndpointId, "whe");
 id_type!(EventId, "evt");
 id_type!(MessageId, "msg");
+id_type!(ProofEmailId, "pem");
 
 #[cfg(test)]
 mod tests {

@@ -110,3 +110,9 @@ pub async fn enqueue(
     .await?;
     Ok(id)
 }
+
+/// A proof email to send: the request row holds the address and is the idempotency record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofEmailJob {
+    pub proof_email_id: String,
+}

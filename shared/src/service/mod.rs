@@ -4,6 +4,7 @@ pub mod delivery;
 pub mod merchants;
 pub mod payments;
 pub mod products;
+pub mod proof_emails;
 pub mod receipts;
 pub mod support;
 

@@ -75,8 +75,12 @@ pub async fn list(
 }
 
 pub async fn get(db: &Db, merchant_id: &str, id: &str, public_base_url: &str) -> Result<ReceiptView, ServiceError> {
-    let row = receipts::get(&mut *db.conn().await?, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
-    Ok(ReceiptView::new(&row, public_base_url))
+    let mut conn = db.conn().await?;
+    let row = receipts::get(&mut conn, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
+    let sent = crate::storage::proof_emails::list_for_receipt(&mut conn, &row.id).await?;
+    let mut view = ReceiptView::new(&row, public_base_url);
+    view.proof_emails = Some(sent.iter().map(Into::into).collect());
+    Ok(view)
 }
 
 pub async fn update_invoice_metadata(

@@ -10,6 +10,7 @@ pub mod memberships;
 pub mod merchants;
 pub mod payments;
 pub mod products;
+pub mod proof_emails;
 pub mod queue_controls;
 pub mod receipt_keys;
 pub mod receipts;

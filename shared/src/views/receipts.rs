@@ -44,6 +44,9 @@ pub struct ReceiptView {
     pub proof: ProofView,
     pub verification_url: String,
     pub invoice_metadata: InvoiceMetadataView,
+    /// Proof email requests, oldest first (`GET /v1/receipt/{id}` only; absent in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof_emails: Option<Vec<super::proof_emails::ProofEmailView>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -144,6 +147,7 @@ impl ReceiptView {
             proof: ProofView::new(r),
             verification_url: verification_url(public_base_url, &r.id),
             invoice_metadata: InvoiceMetadataView::new(r),
+            proof_emails: None,
         }
     }
 }

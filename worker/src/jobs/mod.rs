@@ -2,6 +2,7 @@
 //! Handlers reload state by id and finish the job row in their final transaction.
 
 pub mod delivery;
+pub mod proof_email;
 
 use std::time::Duration;
 
@@ -49,6 +50,7 @@ async fn run_claimed(ctx: &JobContext, job: JobRow) {
     } else {
         match job.queue.as_str() {
             "delivery" => delivery::run(ctx, &job).await,
+            "proof_email" => proof_email::run(ctx, &job).await,
             other => {
                 finish_alone(ctx, &job, Finish::Dead { error: format!("no handler for queue {other}") }).await
             }
