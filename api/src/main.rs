@@ -6,9 +6,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hilt_api::state::AppState;
 use hilt_shared::{
-    config::Config, domain::ids::random_token, service::merchants, shutdown, signing::ReceiptSigner, storage::Db, telemetry,
+    config::Config, domain::ids::random_token, providers::Providers, service::merchants, shutdown, signing::ReceiptSigner, storage::Db, telemetry,
 };
 use tokio::sync::watch;
+
+/// Delivery diagnostics ask the provider live; each call gets this long.
+const DIAGNOSTICS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[derive(Parser)]
 #[command(name = "hilt", version, about = "Hilt: post-payment delivery, receipts and delivery rescue")]
@@ -100,7 +103,9 @@ async fn run_api(db: Db, config: Arc<Config>, with_workers: bool) -> anyhow::Res
     let receipt_signer = Arc::new(ReceiptSigner::load_or_create(&config.receipt_key_file)?);
     receipt_signer.publish(&db).await.context("publishing the receipt signing key")?;
     tracing::info!(key_id = receipt_signer.key_id(), "receipt signing key loaded");
-    let state = AppState { db: db.clone(), config: config.clone(), admin_token, receipt_signer };
+    let providers = Providers::from_config_with_timeout(&config, DIAGNOSTICS_TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("provider configuration: {e}"))?;
+    let state = AppState { db: db.clone(), config: config.clone(), admin_token, receipt_signer, providers };
     let api = hilt_api::serve(state, listener, stopped(stop_rx.clone()));
     if with_workers {
         let (api, workers) = tokio::join!(api, hilt_worker::run(db.clone(), config, stopped(stop_rx)));

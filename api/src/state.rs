@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use hilt_shared::{config::Config, signing::ReceiptSigner, storage::Db};
+use hilt_shared::{config::Config, providers::Providers, signing::ReceiptSigner, storage::Db};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -9,4 +9,6 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     /// The current receipt signing key (`HILT_RECEIPT_KEY_FILE`), loaded once at start.
     pub receipt_signer: Arc<ReceiptSigner>,
+    /// Provider clients with a short timeout, for live delivery diagnostics (built once at start).
+    pub providers: Providers,
 }

@@ -4,151 +4,15 @@
 
 mod common;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use common::{ADMIN, TestApp, assert_error};
-use hilt_shared::{
-    domain::ids::random_token,
-    providers::Providers,
-    queue::transport::Transport,
-    storage::Backend,
-    testing::{BotRights, Failure, FakeDiscord, FakeTelegram},
+use common::{
+    ADMIN, assert_error,
+    rescue::{CHAT, GUILD, ROLE, Rescue},
 };
-use hilt_worker::{JobContext, Tuning};
+use hilt_shared::testing::{BotRights, Failure};
 use serde_json::{Value, json};
-use tokio::sync::watch;
-
-const CHAT: i64 = -1001234567890;
-const GUILD: &str = "81384788765712384";
-const ROLE: &str = "41771983423143936";
-
-struct Rescue {
-    app: TestApp,
-    tg: FakeTelegram,
-    dc: FakeDiscord,
-    key: String,
-    ctx: Arc<JobContext>,
-    transport: Transport,
-    workers: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>)>,
-    _outbox: tempfile::TempDir,
-    _queue_dir: tempfile::TempDir,
-}
-
-impl Rescue {
-    async fn start(app: TestApp) -> Self {
-        let tg = FakeTelegram::start().await;
-        let dc = FakeDiscord::start().await;
-        tg.add_chat(CHAT, BotRights::admin());
-        dc.add_guild(GUILD);
-        dc.add_role(GUILD, ROLE, 1);
-        let outbox = tempfile::tempdir().expect("outbox dir");
-        let queue_dir = tempfile::tempdir().expect("queue dir");
-        let mut config = (*app.config).clone();
-        config.telegram_bot_token = Some(tg.token());
-        config.telegram_api_url = tg.url();
-        config.discord_bot_token = Some(dc.token());
-        config.discord_api_url = dc.url();
-        config.outbox_dir = outbox.path().to_path_buf();
-        let config = Arc::new(config);
-        let transport = match (app.db.backend(), std::env::var("HILT_TEST_REDIS_URL").ok().filter(|u| !u.is_empty())) {
-            (Backend::Postgres, Some(url)) => Transport::redis(&url, &format!("t{}", random_token(10))).await.expect("redis"),
-            _ => Transport::sqlite(&queue_dir.path().join("queue.db")).await.expect("sqlite queue"),
-        };
-        let providers = Providers::from_config_with_timeout(&config, Duration::from_secs(3)).expect("providers");
-        let ctx = Arc::new(JobContext::new(app.db.clone(), config.clone(), providers, fast_tuning(&config)));
-        let key = app.merchant().await;
-        Self { app, tg, dc, key, ctx, transport, workers: Vec::new(), _outbox: outbox, _queue_dir: queue_dir }
-    }
-
-    /// Starts one more in-process worker (its own worker id, same database and transport).
-    fn start_worker(&mut self) {
-        let ctx = Arc::new(JobContext::new(
-            self.ctx.db.clone(),
-            self.ctx.config.clone(),
-            self.ctx.providers.clone(),
-            self.ctx.tuning.clone(),
-        ));
-        let (tx, mut rx) = watch::channel(false);
-        let handle = tokio::spawn(hilt_worker::run_with(ctx, self.transport.clone(), async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }));
-        self.workers.push((tx, handle));
-    }
-
-    async fn stop_workers(&mut self) {
-        for (tx, handle) in self.workers.drain(..) {
-            let _ = tx.send(true);
-            handle.await.expect("worker task").expect("worker stops cleanly");
-        }
-    }
-
-    async fn product(&self, body: Value) -> String {
-        let r = self.app.post("/v1/products", &self.key, body).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        r.body["id"].as_str().expect("id").to_owned()
-    }
-
-    async fn telegram_product(&self) -> String {
-        self.product(json!({"name": "VIP", "platform": "telegram", "telegram_chat_id": CHAT,
-            "price": {"amount": "10", "currency": "USDC"}, "recurring": true, "period": "30d"})).await
-    }
-
-    async fn discord_product(&self) -> String {
-        self.product(json!({"name": "Role", "platform": "discord", "discord_guild_id": GUILD, "discord_role_id": ROLE,
-            "price": {"amount": "10", "currency": "USDC"}})).await
-    }
-
-    /// A confirmed payment; returns (payment id, membership id).
-    async fn paid(&self, product: &str, buyer: Value) -> (String, String) {
-        let r = self.app.post("/v1/payments", &self.key, json!({"product_id": product, "wallet": format!("W{}", random_token(8)), "buyer": buyer})).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        let payment = r.body["id"].as_str().expect("id").to_owned();
-        let c = self.app.confirm(&payment, &format!("tx-{}", random_token(12))).await;
-        assert_eq!(c.status, StatusCode::OK, "{}", c.body);
-        (payment, c.body["membership_id"].as_str().expect("membership").to_owned())
-    }
-
-    async fn membership(&self, id: &str) -> Value {
-        self.app.get(&format!("/v1/memberships/{id}"), &self.key).await.body
-    }
-
-    async fn attempts(&self, id: &str) -> Vec<Value> {
-        let r = self.app.get(&format!("/v1/memberships/{id}/attempts"), &self.key).await;
-        assert_eq!(r.status, StatusCode::OK);
-        r.body["data"].as_array().expect("data").clone()
-    }
-
-    /// Polls the membership until `done` holds (or fails the test after 30 s).
-    async fn wait_for(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..600 {
-            let m = self.membership(id).await;
-            if done(&m) {
-                return m;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("membership {id} never became {what}: {}", self.membership(id).await);
-    }
-
-    async fn wait_for_status(&self, id: &str, status: &str) -> Value {
-        self.wait_for(id, status, |m| m["delivery_status"] == status).await
-    }
-}
-
-fn fast_tuning(config: &hilt_shared::config::Config) -> Tuning {
-    Tuning {
-        lease: Duration::from_secs(3),
-        window: 200,
-        requeue_after: Duration::from_secs(2),
-        relay_idle: Duration::from_millis(20),
-        sweep_every: Duration::from_millis(200),
-        vacuum_every: Duration::from_secs(1),
-        lock_wait: Duration::from_millis(100),
-        retry_schedule: "100ms,100ms,100ms".split(',').map(|p| p.parse().expect("period")).collect(),
-        ..Tuning::from_config(config)
-    }
-}
 
 backend_test!(telegram_delivery_dms_a_single_use_invite_and_records_the_attempt, |app| {
     let mut r = Rescue::start(app).await;

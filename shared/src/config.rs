@@ -8,73 +8,73 @@ use crate::domain::{Period, duration::parse_list};
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
     /// `sqlite://…` (embedded default) or `postgres://…` (scaled out).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://hilt.db", value_parser = parse_database_url)]
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", default_value = "sqlite://hilt.db", value_parser = parse_database_url)]
     pub database_url: String,
 
     /// When set, queues live in Redis.
-    #[arg(long, env = "REDIS_URL", value_parser = parse_redis_url)]
+    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", value_parser = parse_redis_url)]
     pub redis_url: Option<String>,
 
-    #[arg(long = "listen", env = "HILT_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long = "listen", env = "HILT_LISTEN", value_name = "HILT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
     /// Base of verification URLs; defaults to `http://{HILT_LISTEN}`.
-    #[arg(long, env = "HILT_PUBLIC_BASE_URL", value_parser = parse_http_url)]
+    #[arg(long, env = "HILT_PUBLIC_BASE_URL", value_name = "HILT_PUBLIC_BASE_URL", value_parser = parse_http_url)]
     pub public_base_url: Option<String>,
 
     /// Platform/operations token; `serve` generates and prints one when unset.
-    #[arg(long, env = "HILT_ADMIN_TOKEN", value_parser = parse_admin_token, hide_env_values = true)]
+    #[arg(long, env = "HILT_ADMIN_TOKEN", value_name = "HILT_ADMIN_TOKEN", value_parser = parse_admin_token, hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    #[arg(long, env = "HILT_TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "HILT_TELEGRAM_BOT_TOKEN", value_name = "HILT_TELEGRAM_BOT_TOKEN", hide_env_values = true)]
     pub telegram_bot_token: Option<String>,
 
-    #[arg(long, env = "HILT_TELEGRAM_API_URL", default_value = "https://api.telegram.org", value_parser = parse_http_url)]
+    #[arg(long, env = "HILT_TELEGRAM_API_URL", value_name = "HILT_TELEGRAM_API_URL", default_value = "https://api.telegram.org", value_parser = parse_http_url)]
     pub telegram_api_url: String,
 
-    #[arg(long, env = "HILT_DISCORD_BOT_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "HILT_DISCORD_BOT_TOKEN", value_name = "HILT_DISCORD_BOT_TOKEN", hide_env_values = true)]
     pub discord_bot_token: Option<String>,
 
-    #[arg(long, env = "HILT_DISCORD_API_URL", default_value = "https://discord.com/api", value_parser = parse_http_url)]
+    #[arg(long, env = "HILT_DISCORD_API_URL", value_name = "HILT_DISCORD_API_URL", default_value = "https://discord.com/api", value_parser = parse_http_url)]
     pub discord_api_url: String,
 
-    #[arg(long, env = "HILT_SMTP_URL", hide_env_values = true)]
+    #[arg(long, env = "HILT_SMTP_URL", value_name = "HILT_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
 
-    #[arg(long, env = "HILT_MAIL_FROM", default_value = "Hilt <receipts@hilt.invalid>")]
+    #[arg(long, env = "HILT_MAIL_FROM", value_name = "HILT_MAIL_FROM", default_value = "Hilt <receipts@hilt.invalid>")]
     pub mail_from: String,
 
-    #[arg(long, env = "HILT_OUTBOX_DIR", default_value = "./outbox")]
+    #[arg(long, env = "HILT_OUTBOX_DIR", value_name = "HILT_OUTBOX_DIR", default_value = "./outbox")]
     pub outbox_dir: PathBuf,
 
     /// Delays between delivery attempts; its length is the retry budget.
-    #[arg(long, env = "HILT_RETRY_SCHEDULE", default_value = "1m,5m,15m,1h,3h,6h,12h", value_parser = parse_schedule)]
+    #[arg(long, env = "HILT_RETRY_SCHEDULE", value_name = "HILT_RETRY_SCHEDULE", default_value = "1m,5m,15m,1h,3h,6h,12h", value_parser = parse_schedule)]
     pub retry_schedule: Schedule,
 
-    #[arg(long, env = "HILT_RENEWAL_INTERVAL", default_value = "1m", value_parser = parse_positive_period)]
+    #[arg(long, env = "HILT_RENEWAL_INTERVAL", value_name = "HILT_RENEWAL_INTERVAL", default_value = "1m", value_parser = parse_positive_period)]
     pub renewal_interval: Period,
 
-    #[arg(long, env = "HILT_RENEWAL_REMINDERS", default_value = "7d,3d,1d", value_parser = parse_schedule)]
+    #[arg(long, env = "HILT_RENEWAL_REMINDERS", value_name = "HILT_RENEWAL_REMINDERS", default_value = "7d,3d,1d", value_parser = parse_schedule)]
     pub renewal_reminders: Schedule,
 
-    #[arg(long, env = "HILT_RECEIPT_KEY_FILE", default_value = "./hilt-receipt-key")]
+    #[arg(long, env = "HILT_RECEIPT_KEY_FILE", value_name = "HILT_RECEIPT_KEY_FILE", default_value = "./hilt-receipt-key")]
     pub receipt_key_file: PathBuf,
 
-    #[arg(long, env = "HILT_WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, env = "HILT_WORKER_CONCURRENCY", value_name = "HILT_WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub worker_concurrency: u32,
 
-    #[arg(long, env = "HILT_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
+    #[arg(long, env = "HILT_WEBHOOK_ALLOW_PRIVATE", value_name = "HILT_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
     pub webhook_allow_private: bool,
 
-    #[arg(long, env = "HILT_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
+    #[arg(long, env = "HILT_LOG_FORMAT", value_name = "HILT_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
     pub log_format: String,
 
     /// Key prefix of the Redis queues (several deployments or test runs can share one Redis).
-    #[arg(long, env = "HILT_QUEUE_PREFIX", default_value = "hilt", hide = true)]
+    #[arg(long, env = "HILT_QUEUE_PREFIX", value_name = "HILT_QUEUE_PREFIX", default_value = "hilt", hide = true)]
     pub queue_prefix: String,
 
     /// Skip applying migrations at start (`hilt migrate` applies them).
-    #[arg(long, env = "HILT_SKIP_MIGRATIONS", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
+    #[arg(long, env = "HILT_SKIP_MIGRATIONS", value_name = "HILT_SKIP_MIGRATIONS", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
     pub skip_migrations: bool,
 }
 

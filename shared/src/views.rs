@@ -1,8 +1,11 @@
 //! Objects as the API returns them (SPEC §4). Webhooks send the same shapes as `data`.
 
+pub mod diagnostics;
 pub mod proof_emails;
 pub mod receipts;
+pub mod renewals;
 pub mod support;
+pub mod webhooks;
 
 use serde::Serialize;
 use utoipa::ToSchema;

@@ -28,6 +28,10 @@ pub struct Tuning {
     pub retry_schedule: Vec<Period>,
     /// Delays between proof email attempts after a retryable SMTP error; its length is the budget.
     pub proof_email_schedule: Vec<Period>,
+    /// Delays between webhook attempts after the first (Svix's schedule by default).
+    pub webhook_schedule: Vec<Period>,
+    /// Per-request timeout of a webhook send.
+    pub webhook_timeout: Duration,
 }
 
 impl Tuning {
@@ -44,6 +48,8 @@ impl Tuning {
             auth_failure_pause: Duration::from_secs(60),
             retry_schedule: config.retry_schedule.0.clone(),
             proof_email_schedule: [10, 60, 300, 1_800].map(|s| Period(Duration::from_secs(s))).to_vec(),
+            webhook_schedule: hilt_shared::domain::webhook::default_schedule(),
+            webhook_timeout: hilt_shared::providers::webhook::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -55,12 +61,18 @@ pub struct JobContext {
     pub worker_id: String,
     pub tuning: Tuning,
     pub auth_breaker: AuthBreaker,
+    /// Queues an operator paused, as the relay last read them (saves a query per job).
+    pub paused: Mutex<Vec<String>>,
 }
 
 impl JobContext {
     pub fn new(db: Db, config: Arc<Config>, providers: Providers, tuning: Tuning) -> Self {
         let auth_breaker = AuthBreaker::new(tuning.auth_failure_burst, tuning.auth_failure_pause);
-        Self { db, config, providers, worker_id: worker_id(), tuning, auth_breaker }
+        Self { db, config, providers, worker_id: worker_id(), tuning, auth_breaker, paused: Mutex::new(Vec::new()) }
+    }
+
+    pub fn is_paused(&self, queue: &str) -> bool {
+        self.paused.lock().is_ok_and(|p| p.iter().any(|q| q == queue))
     }
 
     pub fn lease_ms(&self) -> i64 {

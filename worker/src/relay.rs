@@ -13,6 +13,9 @@ use crate::JobContext;
 pub async fn tick(ctx: &JobContext, transport: &Transport) -> Result<usize, sqlx::Error> {
     let mut conn = ctx.db.conn().await?;
     let paused = queue_controls::paused(&mut conn).await?;
+    if let Ok(mut known) = ctx.paused.lock() {
+        known.clone_from(&paused);
+    }
     let mut pushed = 0;
     for queue in Queue::ALL {
         if paused.iter().any(|p| p == queue.as_str()) {

@@ -20,7 +20,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Runs a worker until `shutdown` resolves.
 pub async fn run(db: Db, config: Arc<Config>, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let transport = Transport::connect(config.redis_url.as_deref(), &config.database_url, &config.queue_prefix).await?;
+    let batch = usize::try_from(config.worker_concurrency).unwrap_or(16);
+    let transport = Transport::connect(config.redis_url.as_deref(), &config.database_url, &config.queue_prefix, batch).await?;
     let providers = Providers::from_config(&config).map_err(|e| anyhow::anyhow!("provider configuration: {e}"))?;
     let tuning = Tuning::from_config(&config);
     let ctx = Arc::new(JobContext::new(db, config, providers, tuning));

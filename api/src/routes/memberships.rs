@@ -4,9 +4,9 @@ use axum::{
     http::StatusCode,
 };
 use hilt_shared::{
-    service::delivery,
+    service::{delivery, diagnostics},
     storage,
-    views::{AttemptView, MembershipView, support::TicketView},
+    views::{AttemptView, MembershipView, diagnostics::DeliveryDiagnostics, support::TicketView},
 };
 
 use crate::{error::ApiError, extract::Merchant, state::AppState};
@@ -70,4 +70,18 @@ pub async fn delivery_support_ticket(
 ) -> Result<(StatusCode, Json<TicketView>), ApiError> {
     let (ticket, created) = delivery::support_ticket(&state.db, &merchant.id, &id, &state.config.public_base_url()).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(ticket)))
+}
+
+/// Ask the provider, live, whether delivery can work for this membership: five checks
+/// (`automation_configured`, `bot_permissions`, `member_identity`, `member_access`,
+/// `fallback_link`) and the suggested next steps. A provider that does not answer within the
+/// short timeout is a `warn` check, never an error of this route.
+#[utoipa::path(get, path = "/v1/memberships/{id}/delivery-diagnostics", tag = "delivery", params(("id" = String, Path)),
+    responses((status = 200, body = DeliveryDiagnostics), (status = 404)), security(("api_key" = [])))]
+pub async fn delivery_diagnostics(
+    merchant: Merchant,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeliveryDiagnostics>, ApiError> {
+    Ok(Json(diagnostics::diagnose(&state.db, &state.providers, &merchant.id, &id).await?))
 }

@@ -1,10 +1,12 @@
 pub mod admin;
 pub mod health;
 pub mod memberships;
+pub mod ops;
 pub mod payments;
 pub mod products;
 pub mod receipts;
 pub mod support;
+pub mod webhook_endpoints;
 
 use serde::Serialize;
 use utoipa::ToSchema;

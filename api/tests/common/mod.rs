@@ -2,7 +2,9 @@
 //! fresh PostgreSQL database when `HILT_TEST_DATABASE_URL` is set).
 #![allow(dead_code)]
 
-use std::sync::Arc;
+pub mod rescue;
+
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -10,7 +12,7 @@ use axum::{
     http::{Method, Request, StatusCode},
 };
 use hilt_api::state::AppState;
-use hilt_shared::{config::Config, domain::ids::random_token, signing::ReceiptSigner, storage::Db};
+use hilt_shared::{config::Config, domain::ids::random_token, providers::Providers, signing::ReceiptSigner, storage::Db};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -21,6 +23,7 @@ pub struct TestApp {
     pub router: Router,
     pub db: Db,
     pub config: Arc<Config>,
+    pub signer: Arc<ReceiptSigner>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -79,8 +82,22 @@ impl TestApp {
         let key_dir = tempfile::tempdir().expect("key dir");
         let signer = ReceiptSigner::load_or_create(&key_dir.path().join("receipt-key")).expect("receipt key");
         signer.publish(&db).await.expect("publish receipt key");
-        let state = AppState { db: db.clone(), config: config.clone(), admin_token: ADMIN.into(), receipt_signer: Arc::new(signer) };
-        Self { router: hilt_api::router(state), db, config, _dir: dir }
+        let signer = Arc::new(signer);
+        let providers = Providers::from_config_with_timeout(&config, Duration::from_secs(3)).expect("providers");
+        let state = AppState { db: db.clone(), config: config.clone(), admin_token: ADMIN.into(), receipt_signer: signer.clone(), providers };
+        Self { router: hilt_api::router(state), db, config, signer, _dir: dir }
+    }
+
+    /// Rebuilds the router with other provider clients (delivery diagnostics ask them live).
+    pub fn use_providers(&mut self, providers: Providers) {
+        let state = AppState {
+            db: self.db.clone(),
+            config: self.config.clone(),
+            admin_token: ADMIN.into(),
+            receipt_signer: self.signer.clone(),
+            providers,
+        };
+        self.router = hilt_api::router(state);
     }
 
     pub async fn raw(&self, request: Request<Body>) -> Response {

@@ -60,6 +60,7 @@ id_type!(AttemptId, "att");
 id_type!(JobId, "job");
 id_type!(WebhookEndpointId, "whe");
 id_type!(EventId, "evt");
+id_type!(WebhookDeliveryId, "whd");
 id_type!(MessageId, "msg");
 id_type!(ProofEmailId, "pem");
 

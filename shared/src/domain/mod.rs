@@ -5,6 +5,7 @@ pub mod ids;
 pub mod money;
 pub mod retry;
 pub mod status;
+pub mod webhook;
 
 pub use duration::Period;
 pub use ids::*;

@@ -8,6 +8,7 @@
 pub mod discord;
 pub mod email;
 pub mod telegram;
+pub mod webhook;
 
 use std::time::Duration;
 

@@ -111,8 +111,42 @@ pub async fn enqueue(
     Ok(id)
 }
 
+/// Send one event to one endpoint. The event id is the `webhook-id` of every attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookJob {
+    pub endpoint_id: String,
+    pub event_id: String,
+    /// `automatic` (fan-out of the event) or `manual` (a merchant's retry).
+    pub trigger: Trigger,
+}
+
+pub async fn enqueue_webhook(
+    conn: &mut AnyConnection,
+    merchant_id: &str,
+    membership_id: Option<&str>,
+    job: &WebhookJob,
+    run_at: Millis,
+) -> Result<JobId, sqlx::Error> {
+    let payload = serde_json::to_string(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    enqueue(conn, Queue::Webhook, Some(merchant_id), membership_id, payload, run_at).await
+}
+
 /// A proof email to send: the request row holds the address and is the idempotency record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProofEmailJob {
     pub proof_email_id: String,
+}
+
+/// Take away access that ended (SPEC §8): Telegram removal without a permanent ban, Discord
+/// role removal. The handler checks the membership again: a renewed one keeps its access.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeJob {
+    pub membership_id: String,
+    /// The paid-through time that ran out, for the record.
+    pub period_end: Option<Millis>,
+}
+
+pub async fn enqueue_revoke(conn: &mut AnyConnection, merchant_id: &str, job: &RevokeJob, run_at: Millis) -> Result<JobId, sqlx::Error> {
+    let payload = serde_json::to_string(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    enqueue(conn, Queue::Revoke, Some(merchant_id), Some(&job.membership_id), payload, run_at).await
 }

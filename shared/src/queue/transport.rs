@@ -23,11 +23,9 @@ pub struct JobRef {
 
 /// How often idle workers look for work, and how quickly a dead worker's prefetched tasks
 /// are handed to a live one (heartbeat × missed heartbeats).
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const HEARTBEAT: Duration = Duration::from_secs(2);
 const MISSED_HEARTBEATS: usize = 3;
-/// Tasks a worker prefetches per queue; small so work spreads across processes.
-const BATCH: usize = 4;
 
 #[derive(Clone)]
 pub enum Transport {
@@ -42,21 +40,23 @@ pub struct TransportError(String);
 impl Transport {
     /// Redis when `redis_url` is given; else SQLite in a file beside the SQLite database
     /// (`hilt.db` → `hilt.db-queue`), or a per-process file when the database is PostgreSQL.
-    pub async fn connect(redis_url: Option<&str>, database_url: &str, prefix: &str) -> Result<Self, TransportError> {
+    /// `batch` is how many tasks a worker fetches per poll: its concurrency, so a busy worker
+    /// stays busy and an idle one takes no more than it can start.
+    pub async fn connect(redis_url: Option<&str>, database_url: &str, prefix: &str, batch: usize) -> Result<Self, TransportError> {
         match redis_url {
-            Some(url) => Self::redis(url, prefix).await,
-            None => Self::sqlite(&queue_file(database_url)).await,
+            Some(url) => Self::redis(url, prefix, batch).await,
+            None => Self::sqlite(&queue_file(database_url), batch).await,
         }
     }
 
-    pub async fn redis(url: &str, prefix: &str) -> Result<Self, TransportError> {
+    pub async fn redis(url: &str, prefix: &str, batch: usize) -> Result<Self, TransportError> {
         let conn = apalis_redis::connect(url).await.map_err(|e| TransportError(e.to_string()))?;
         let storages = Queue::ALL
             .into_iter()
             .map(|q| {
                 let config = apalis_redis::Config::default()
                     .queue(format!("{prefix}:{}", q.as_str()))
-                    .batch_size(BATCH)
+                    .batch_size(batch.max(1))
                     .heartbeat_interval(HEARTBEAT)
                     .missed_heartbeats(MISSED_HEARTBEATS);
                 (q, RedisStorage::new(conn.clone()).with_config(config))
@@ -65,7 +65,7 @@ impl Transport {
         Ok(Self::Redis { conn, prefix: prefix.to_owned(), storages })
     }
 
-    pub async fn sqlite(path: &PathBuf) -> Result<Self, TransportError> {
+    pub async fn sqlite(path: &PathBuf, batch: usize) -> Result<Self, TransportError> {
         let err = |e: sqlx::Error| TransportError(e.to_string());
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(err)?
@@ -85,7 +85,7 @@ impl Transport {
             .map(|q| {
                 let config = apalis_sqlite::Config::default()
                     .queue(q.as_str())
-                    .batch_size(BATCH)
+                    .batch_size(batch.max(1))
                     .heartbeat_interval(HEARTBEAT)
                     .missed_heartbeats(MISSED_HEARTBEATS);
                 (q, SqliteStorage::new(&pool).with_config(config))

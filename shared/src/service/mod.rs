@@ -1,12 +1,17 @@
 //! Use cases that own a transaction. The API and the workers both call these.
 
 pub mod delivery;
+pub mod diagnostics;
+pub mod memberships;
 pub mod merchants;
+pub mod ops;
 pub mod payments;
 pub mod products;
 pub mod proof_emails;
 pub mod receipts;
+pub mod renewals;
 pub mod support;
+pub mod webhooks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

@@ -347,18 +347,21 @@ pub async fn record_event(
     data: serde_json::Value,
     now: Millis,
 ) -> Result<(), ServiceError> {
-    events::insert(
-        tx,
-        &EventRow {
-            id: EventId::generate().to_string(),
-            merchant_id: merchant_id.to_owned(),
-            kind: kind.to_owned(),
-            membership_id: membership_id.map(str::to_owned),
-            payment_id: payment_id.map(str::to_owned),
-            data: data.to_string(),
-            created_at: now,
-        },
-    )
-    .await?;
-    Ok(())
+    // A membership's events are strictly ordered in created_at (webhooks carry it as the order).
+    let created_at = match membership_id {
+        Some(m) => events::latest_for_membership(tx, m).await?.map_or(now, |last| now.max(last + 1)),
+        None => now,
+    };
+    let event = EventRow {
+        id: EventId::generate().to_string(),
+        merchant_id: merchant_id.to_owned(),
+        kind: kind.to_owned(),
+        membership_id: membership_id.map(str::to_owned),
+        payment_id: payment_id.map(str::to_owned),
+        data: data.to_string(),
+        created_at,
+    };
+    events::insert(tx, &event).await?;
+    // Every event fans out to the merchant's subscribed webhook endpoints in the same transaction.
+    super::webhooks::fan_out(tx, &event).await
 }

@@ -41,3 +41,18 @@ pub async fn list_for_membership(
     .fetch_all(conn)
     .await
 }
+
+pub async fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<EventRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, merchant_id, type, membership_id, payment_id, data, created_at FROM events WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The newest event time of a membership, so the next one can be ordered strictly after it.
+pub async fn latest_for_membership(conn: &mut AnyConnection, membership_id: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT MAX(created_at) FROM events WHERE membership_id = $1")
+        .bind(membership_id)
+        .fetch_one(conn)
+        .await
+}

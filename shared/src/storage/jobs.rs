@@ -243,3 +243,79 @@ pub async fn counts(conn: &mut AnyConnection, queue: &str) -> Result<Vec<(String
         .fetch_all(conn)
         .await
 }
+
+/// Jobs of a queue with exactly this payload, by status: `(waiting, running)`.
+pub async fn count_live_with_payload(conn: &mut AnyConnection, queue: &str, payload: &str) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT COALESCE(SUM(CASE WHEN status IN ('queued', 'enqueued') THEN 1 ELSE 0 END), 0), \
+         COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0) \
+         FROM jobs WHERE queue = $1 AND payload = $2 AND status IN ('queued', 'enqueued', 'running')",
+    )
+    .bind(queue)
+    .bind(payload)
+    .fetch_one(conn)
+    .await
+}
+
+/// Discards the waiting jobs of a queue with exactly this payload (a manual retry supersedes them).
+pub async fn discard_waiting_with_payload(conn: &mut AnyConnection, queue: &str, payload: &str, now: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'discarded', updated_at = $1 \
+         WHERE queue = $2 AND payload = $3 AND status IN ('queued', 'enqueued')",
+    )
+    .bind(now)
+    .bind(queue)
+    .bind(payload)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+pub async fn list_recent(conn: &mut AnyConnection, queue: &str, status: Option<&str>, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
+    match status {
+        Some(status) => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM jobs WHERE queue = $1 AND status = $2 ORDER BY updated_at DESC, id LIMIT $3"
+            )))
+            .bind(queue)
+            .bind(status)
+            .bind(limit)
+            .fetch_all(conn)
+            .await
+        }
+        None => {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM jobs WHERE queue = $1 ORDER BY updated_at DESC, id LIMIT $2"
+            )))
+            .bind(queue)
+            .bind(limit)
+            .fetch_all(conn)
+            .await
+        }
+    }
+}
+
+/// An operator's "retry now"; false if the job is running or finished successfully.
+pub async fn retry_now(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'queued', run_at = $1, updated_at = $1 \
+         WHERE id = $2 AND status IN ('queued', 'enqueued', 'dead', 'discarded')",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// An operator's "discard"; false if the job is running or already finished.
+pub async fn discard(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'discarded', updated_at = $1 WHERE id = $2 AND status IN ('queued', 'enqueued', 'dead')",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -207,10 +207,234 @@ pub async fn update_delivery(conn: &mut AnyConnection, m: &MembershipRow) -> Res
 pub async fn owed_without_job(conn: &mut AnyConnection, limit: i64) -> Result<Vec<MembershipRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM memberships m WHERE m.delivery_status IN ('pending', 'failed') \
-         AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.membership_id = m.id AND j.queue = 'delivery' \
+         AND m.status IN ('active', 'grace') AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.membership_id = m.id AND j.queue = 'delivery' \
            AND j.status IN ('queued', 'enqueued', 'running')) \
          ORDER BY m.updated_at LIMIT $1"
     )))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Filters of the membership ledger; `None` leaves a filter out.
+#[derive(Debug, Default, Clone)]
+pub struct MembershipFilter {
+    pub product_id: Option<String>,
+    pub status: Option<String>,
+    pub platform: Option<String>,
+    /// A LIKE pattern (see `storage::like_pattern`) over handle, label, wallet, identity ids,
+    /// the membership id and the ids of its payments.
+    pub q: Option<String>,
+}
+
+pub async fn list(
+    conn: &mut AnyConnection,
+    merchant_id: &str,
+    filter: &MembershipFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<MembershipRow>, i64), sqlx::Error> {
+    let filters = "m.merchant_id = $1 AND ($2 IS NULL OR m.product_id = $2) AND ($3 IS NULL OR m.status = $3) \
+        AND ($4 IS NULL OR m.platform = $4) \
+        AND ($5 IS NULL OR LOWER(COALESCE(m.handle, '')) LIKE $5 ESCAPE '\\' \
+        OR LOWER(COALESCE(m.label, '')) LIKE $5 ESCAPE '\\' OR LOWER(COALESCE(m.wallet, '')) LIKE $5 ESCAPE '\\' \
+        OR COALESCE(CAST(m.telegram_user_id AS TEXT), '') LIKE $5 ESCAPE '\\' \
+        OR COALESCE(m.discord_user_id, '') LIKE $5 ESCAPE '\\' OR LOWER(m.id) LIKE $5 ESCAPE '\\' \
+        OR EXISTS (SELECT 1 FROM payments p WHERE p.membership_id = m.id AND p.merchant_id = m.merchant_id \
+          AND LOWER(p.id) LIKE $5 ESCAPE '\\'))";
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM memberships m WHERE {filters} ORDER BY m.created_at DESC, m.id LIMIT $6 OFFSET $7"
+    )))
+    .bind(merchant_id)
+    .bind(&filter.product_id)
+    .bind(&filter.status)
+    .bind(&filter.platform)
+    .bind(&filter.q)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM memberships m WHERE {filters}")))
+        .bind(merchant_id)
+        .bind(&filter.product_id)
+        .bind(&filter.status)
+        .bind(&filter.platform)
+        .bind(&filter.q)
+        .fetch_one(conn)
+        .await?;
+    Ok((rows, total))
+}
+
+/// How a buyer is looked up (exactly one selector).
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Wallet(String),
+    /// A Telegram user id (digits), a Discord user id (digits) or a handle (`@` optional).
+    Identity(String),
+    TxSignature(String),
+}
+
+pub async fn lookup(
+    conn: &mut AnyConnection,
+    merchant_id: &str,
+    by: &Lookup,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<MembershipRow>, i64), sqlx::Error> {
+    let (filter, text, number): (&str, String, Option<i64>) = match by {
+        // $3 (the numeric form) is bound by every selector so the statements keep one shape.
+        Lookup::Wallet(w) => ("$3 IS NULL AND m.wallet = $2", w.clone(), None),
+        Lookup::Identity(i) => (
+            "(m.discord_user_id = $2 OR ($3 IS NOT NULL AND m.telegram_user_id = $3) \
+             OR LOWER(LTRIM(COALESCE(m.handle, ''), '@')) = LOWER(LTRIM($2, '@')))",
+            i.clone(),
+            i.parse::<i64>().ok(),
+        ),
+        Lookup::TxSignature(t) => (
+            "$3 IS NULL AND m.id IN (SELECT p.membership_id FROM payments p WHERE p.merchant_id = $1 AND p.tx_signature = $2)",
+            t.clone(),
+            None,
+        ),
+    };
+    let filters = format!("m.merchant_id = $1 AND {filter}");
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM memberships m WHERE {filters} ORDER BY m.created_at DESC, m.id LIMIT $4 OFFSET $5"
+    )))
+    .bind(merchant_id)
+    .bind(&text)
+    .bind(number)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM memberships m WHERE {filters}")))
+        .bind(merchant_id)
+        .bind(&text)
+        .bind(number)
+        .fetch_one(conn)
+        .await?;
+    Ok((rows, total))
+}
+
+pub async fn update_notes(conn: &mut AnyConnection, m: &MembershipRow) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE memberships SET notes = $1, updated_at = $2 WHERE id = $3 AND merchant_id = $4")
+        .bind(&m.notes)
+        .bind(m.updated_at)
+        .bind(&m.id)
+        .bind(&m.merchant_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn update_profile(conn: &mut AnyConnection, m: &MembershipRow) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE memberships SET handle = $1, label = $2, updated_at = $3 WHERE id = $4 AND merchant_id = $5")
+        .bind(&m.handle)
+        .bind(&m.label)
+        .bind(m.updated_at)
+        .bind(&m.id)
+        .bind(&m.merchant_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Writes a new paid-through time and access status (a gift), and the delivery status.
+pub async fn update_period(conn: &mut AnyConnection, m: &MembershipRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE memberships SET status = $1, current_period_end = $2, delivery_status = $3, next_retry_at = $4, \
+         updated_at = $5 WHERE id = $6",
+    )
+    .bind(&m.status)
+    .bind(m.current_period_end)
+    .bind(&m.delivery_status)
+    .bind(m.next_retry_at)
+    .bind(m.updated_at)
+    .bind(&m.id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves a membership from one access status to another if it is still in `from` and its
+/// period ended before `ended_before`; false when something else changed it first (a renewal).
+pub async fn move_status(
+    conn: &mut AnyConnection,
+    id: &str,
+    from: &str,
+    to: &str,
+    ended_before: i64,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE memberships SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4 \
+         AND current_period_end IS NOT NULL AND current_period_end <= $5",
+    )
+    .bind(to)
+    .bind(now)
+    .bind(id)
+    .bind(from)
+    .bind(ended_before)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Active memberships whose paid period has ended: they enter grace.
+pub async fn period_ended(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<Vec<MembershipRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM memberships WHERE status = 'active' AND current_period_end IS NOT NULL \
+         AND current_period_end <= $1 ORDER BY current_period_end, id LIMIT $2"
+    )))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Memberships in grace whose product's grace period has run out: they expire.
+pub async fn grace_ended(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<Vec<MembershipRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM memberships m WHERE m.status = 'grace' AND m.current_period_end IS NOT NULL \
+         AND m.current_period_end + (SELECT p.grace_period_ms FROM products p WHERE p.id = m.product_id) <= $1 \
+         ORDER BY m.current_period_end, m.id LIMIT $2"
+    )))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Active memberships whose period ends within `horizon` ms: reminder candidates.
+pub async fn ending_within(conn: &mut AnyConnection, now: i64, horizon: i64, limit: i64) -> Result<Vec<MembershipRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM memberships WHERE status = 'active' AND current_period_end IS NOT NULL \
+         AND current_period_end > $1 AND current_period_end <= $2 ORDER BY current_period_end, id LIMIT $3"
+    )))
+    .bind(now)
+    .bind(now.saturating_add(horizon))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// A merchant's memberships still holding access whose paid period ends by `until` (grace ones
+/// included), soonest first.
+pub async fn expiring(
+    conn: &mut AnyConnection,
+    merchant_id: &str,
+    product_id: Option<&str>,
+    until: i64,
+    limit: i64,
+) -> Result<Vec<MembershipRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM memberships WHERE merchant_id = $1 AND ($2 IS NULL OR product_id = $2) \
+         AND status IN ('active', 'grace') AND current_period_end IS NOT NULL AND current_period_end <= $3 \
+         ORDER BY current_period_end, id LIMIT $4"
+    )))
+    .bind(merchant_id)
+    .bind(product_id)
+    .bind(until)
     .bind(limit)
     .fetch_all(conn)
     .await

@@ -14,8 +14,12 @@ pub mod proof_emails;
 pub mod queue_controls;
 pub mod receipt_keys;
 pub mod receipts;
+pub mod renewal_reminders;
+pub mod renewals;
 pub mod workers;
 pub mod support;
+pub mod webhook_deliveries;
+pub mod webhook_endpoints;
 
 use std::{str::FromStr, time::Duration};
 

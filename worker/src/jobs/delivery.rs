@@ -376,13 +376,13 @@ async fn review_summary(
 
 fn next_step(error: &ProviderError) -> &'static str {
     match (error.class, error.code.as_str()) {
-        (_, "user_blocked_bot" | "bot_cannot_initiate" | "cant_initiate_conversation") => {
+        (_, "user_blocked_bot" | "user_not_started_bot") => {
             "Next step: ask the buyer to start (or unblock) the bot, then retry delivery."
         }
         (_, "member_not_in_guild" | "invalid_oauth_token") => {
             "Next step: ask the buyer to join the server or re-authorise, then retry delivery."
         }
-        (_, "identity_missing") => "Next step: add the buyer's platform id to the membership, then retry delivery.",
+        (_, "identity_missing" | "identity_invalid" | "unknown_user" | "user_deactivated") => "Next step: add the buyer's platform id to the membership, then retry delivery.",
         (ErrorClass::Configuration, _) => "Next step: fix the bot's access or rights (see delivery diagnostics), then retry delivery.",
         _ => "Next step: check delivery diagnostics, then retry delivery.",
     }

@@ -3,12 +3,13 @@
 
 pub mod delivery;
 pub mod proof_email;
+pub mod webhook;
 
 use std::time::Duration;
 
 use hilt_shared::{
     clock::now_ms,
-    storage::{jobs::{self, Finish, JobRow}, queue_controls},
+    storage::jobs::{self, Finish, JobRow},
 };
 use tracing::Instrument;
 
@@ -45,12 +46,13 @@ pub async fn execute(ctx: &JobContext, job_id: &str) {
 async fn run_claimed(ctx: &JobContext, job: JobRow) {
     let started = std::time::Instant::now();
     let keeper = keep_lease(ctx, &job.id);
-    let result = if is_paused(ctx, &job.queue).await {
+    let result = if ctx.is_paused(&job.queue) {
         finish_alone(ctx, &job, Finish::RetryAt { at: now_ms() + 1_000, error: None, failed: false }).await
     } else {
         match job.queue.as_str() {
             "delivery" => delivery::run(ctx, &job).await,
             "proof_email" => proof_email::run(ctx, &job).await,
+            "webhook" => webhook::run(ctx, &job).await,
             other => {
                 finish_alone(ctx, &job, Finish::Dead { error: format!("no handler for queue {other}") }).await
             }
@@ -77,13 +79,6 @@ pub async fn finish_alone(ctx: &JobContext, job: &JobRow, finish: Finish) -> any
     let mut conn = ctx.db.conn().await?;
     jobs::finish(&mut conn, &job.id, &ctx.worker_id, &finish, now_ms()).await?;
     Ok(())
-}
-
-async fn is_paused(ctx: &JobContext, queue: &str) -> bool {
-    match ctx.db.conn().await {
-        Ok(mut conn) => queue_controls::paused(&mut conn).await.is_ok_and(|p| p.iter().any(|q| q == queue)),
-        Err(_) => false,
-    }
 }
 
 /// Renews the job's lease every third of its length while the job runs.

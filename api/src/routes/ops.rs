@@ -1,0 +1,302 @@
+//! Operations: the queue dashboard at `/ops` (server-rendered HTML, no external assets, opens
+//! in a browser with the admin token as the Basic password), its JSON under `/v1/ops/`, and
+//! Prometheus `/metrics`.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::{StatusCode, header},
+    response::{Html, IntoResponse, Redirect, Response},
+};
+use hilt_shared::{
+    queue::Queue,
+    service::ops::{self, FailureView, JobDetail, JobView, QueuesView, ReviewView},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{
+    error::ApiError,
+    extract::{Admin, QueryPairs},
+    state::AppState,
+};
+
+#[utoipa::path(get, path = "/v1/ops/queues", tag = "operations",
+    responses((status = 200, body = QueuesView)), security(("admin_token" = [])))]
+pub async fn list_queues(_: Admin, State(state): State<AppState>) -> Result<Json<QueuesView>, ApiError> {
+    Ok(Json(ops::queues(&state.db).await?))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobList {
+    pub data: Vec<JobView>,
+}
+
+/// Recent jobs of a queue; `status` narrows to one state.
+#[utoipa::path(get, path = "/v1/ops/queues/{queue}/jobs", tag = "operations",
+    params(("queue" = String, Path), ("status" = Option<String>, Query), ("limit" = Option<i64>, Query)),
+    responses((status = 200, body = JobList)), security(("admin_token" = [])))]
+pub async fn list_jobs(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+    QueryPairs(query): QueryPairs,
+) -> Result<Json<JobList>, ApiError> {
+    if !Queue::ALL.iter().any(|q| q.as_str() == queue) {
+        return Err(ApiError::NotFound);
+    }
+    let status = query.iter().find(|(k, _)| k == "status").map(|(_, v)| v.as_str());
+    if status.is_some_and(|s| !["queued", "enqueued", "running", "done", "dead", "discarded"].contains(&s)) {
+        return Err(ApiError::validation("status", "must be queued, enqueued, running, done, dead or discarded"));
+    }
+    let page = crate::extract::Page::from_query(&query)?;
+    Ok(Json(JobList { data: ops::list_jobs(&state.db, &queue, status, page.limit).await? }))
+}
+
+#[utoipa::path(get, path = "/v1/ops/jobs/{id}", tag = "operations", params(("id" = String, Path)),
+    responses((status = 200, body = JobDetail), (status = 404)), security(("admin_token" = [])))]
+pub async fn get_job(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobDetail>, ApiError> {
+    Ok(Json(ops::job(&state.db, &id).await?))
+}
+
+/// Run a waiting, failed or dead job now.
+#[utoipa::path(post, path = "/v1/ops/jobs/{id}/retry", tag = "operations", params(("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 404), (status = 409)), security(("admin_token" = [])))]
+pub async fn retry_job(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(ops::retry_job(&state.db, &id).await?))
+}
+
+/// Drop a waiting, failed or dead job.
+#[utoipa::path(post, path = "/v1/ops/jobs/{id}/discard", tag = "operations", params(("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 404), (status = 409)), security(("admin_token" = [])))]
+pub async fn discard_job(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(ops::discard_job(&state.db, &id).await?))
+}
+
+/// Stop handing a queue's jobs to workers (running jobs finish).
+#[utoipa::path(post, path = "/v1/ops/queues/{queue}/pause", tag = "operations", params(("queue" = String, Path)),
+    responses((status = 204), (status = 404)), security(("admin_token" = [])))]
+pub async fn pause_queue(_: Admin, State(state): State<AppState>, Path(queue): Path<String>) -> Result<StatusCode, ApiError> {
+    ops::set_paused(&state.db, &queue, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/ops/queues/{queue}/resume", tag = "operations", params(("queue" = String, Path)),
+    responses((status = 204), (status = 404)), security(("admin_token" = [])))]
+pub async fn resume_queue(_: Admin, State(state): State<AppState>, Path(queue): Path<String>) -> Result<StatusCode, ApiError> {
+    ops::set_paused(&state.db, &queue, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Attention {
+    /// The latest failed delivery attempts, newest first.
+    pub recent_failures: Vec<FailureView>,
+    /// Memberships waiting for a person.
+    pub manual_review: Vec<ReviewView>,
+}
+
+#[utoipa::path(get, path = "/v1/ops/attention", tag = "operations",
+    responses((status = 200, body = Attention)), security(("admin_token" = [])))]
+pub async fn attention(_: Admin, State(state): State<AppState>) -> Result<Json<Attention>, ApiError> {
+    Ok(Json(Attention {
+        recent_failures: ops::recent_failures(&state.db, 50).await?,
+        manual_review: ops::manual_review(&state.db, 100).await?,
+    }))
+}
+
+/// Prometheus text format: job counts by queue and outcome, queue depth, delivery outcomes by
+/// provider and error code, attempt latency histograms.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")),
+    security(("admin_token" = [])))]
+pub async fn metrics(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = ops::prometheus(&state.db).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// The admin check for pages: a browser gets a Basic prompt instead of JSON.
+pub struct PageAdmin;
+
+impl axum::extract::FromRequestParts<AppState> for PageAdmin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Admin::from_request_parts(parts, state).await {
+            Ok(Admin) => Ok(PageAdmin),
+            Err(e) => {
+                let mut response = e.into_response();
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Basic realm=\"Hilt operations\", charset=\"UTF-8\""),
+                );
+                Err(response)
+            }
+        }
+    }
+}
+
+pub async fn dashboard(_: PageAdmin, State(state): State<AppState>) -> Result<Html<String>, ApiError> {
+    let queues = ops::queues(&state.db).await?;
+    let failures = ops::recent_failures(&state.db, 20).await?;
+    let review = ops::manual_review(&state.db, 50).await?;
+    let mut recent = Vec::new();
+    for queue in Queue::ALL {
+        recent.extend(ops::list_jobs(&state.db, queue.as_str(), None, 10).await?);
+    }
+    recent.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    recent.truncate(25);
+
+    let mut body = String::new();
+    body.push_str(&format!("<p class=muted>Generated {} · refreshes every 5 s · {} live worker(s)</p>", esc(&queues.generated_at), queues.workers.len()));
+    body.push_str("<h2>Queues</h2><table><tr><th>queue</th><th>pending</th><th>scheduled</th><th>running</th><th>failed</th><th>dead</th><th>done / 5 min</th><th>per min</th><th>avg latency</th><th>oldest waiting</th><th></th></tr>");
+    for q in &queues.queues {
+        let action = if q.paused { "resume" } else { "pause" };
+        body.push_str(&format!(
+            "<tr class='{}'><td><b>{}</b>{}</td><td>{}</td><td>{}</td><td>{}</td><td class='{}'>{}</td><td class='{}'>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td>\
+             <td><form method=post action='/ops/queues/{}/{action}'><button>{action}</button></form></td></tr>",
+            if q.paused { "paused" } else { "" },
+            esc(&q.name),
+            if q.paused { " <span class=tag>paused</span>" } else { "" },
+            q.pending, q.scheduled, q.running,
+            if q.failed > 0 { "warn" } else { "" }, q.failed,
+            if q.dead > 0 { "bad" } else { "" }, q.dead,
+            q.done_last_5m, q.throughput_per_min,
+            q.latency_ms_avg.map(|ms| format!("{ms:.0} ms")).unwrap_or_else(|| "–".into()),
+            q.oldest_waiting_age_s.map(|s| format!("{s} s")).unwrap_or_else(|| "–".into()),
+            esc(&q.name),
+        ));
+    }
+    body.push_str("</table>");
+
+    body.push_str(&format!("<h2>Manual review ({})</h2>", review.len()));
+    if review.is_empty() {
+        body.push_str("<p class=muted>Nothing waits for a person.</p>");
+    } else {
+        body.push_str("<table><tr><th>membership</th><th>merchant</th><th>attempts</th><th>last error</th><th>ticket</th><th>since</th></tr>");
+        for r in &review {
+            body.push_str(&format!(
+                "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+                esc(&r.membership_id), esc(&r.merchant_id), r.attempts,
+                esc(r.last_error_code.as_deref().unwrap_or("–")), esc(r.support_ticket_id.as_deref().unwrap_or("–")), esc(&r.updated_at)
+            ));
+        }
+        body.push_str("</table>");
+    }
+
+    body.push_str("<h2>Recent failures</h2>");
+    if failures.is_empty() {
+        body.push_str("<p class=muted>No failed attempts.</p>");
+    } else {
+        body.push_str("<table><tr><th>when</th><th>provider</th><th>error</th><th>membership</th><th>job</th></tr>");
+        for f in &failures {
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td><b>{}</b> {}</td><td><code>{}</code></td><td>{}</td></tr>",
+                esc(f.finished_at.as_deref().unwrap_or("")), esc(&f.provider),
+                esc(f.error_code.as_deref().unwrap_or("")), esc(f.error_message.as_deref().unwrap_or("")),
+                esc(&f.membership_id),
+                f.job_id.as_deref().map(|j| format!("<a href='/ops/jobs/{0}'>{0}</a>", esc(j))).unwrap_or_default(),
+            ));
+        }
+        body.push_str("</table>");
+    }
+
+    body.push_str("<h2>Recent jobs</h2><table><tr><th>job</th><th>queue</th><th>status</th><th>runs</th><th>failures</th><th>last error</th><th>updated</th></tr>");
+    for j in &recent {
+        body.push_str(&format!(
+            "<tr><td><a href='/ops/jobs/{0}'>{0}</a></td><td>{1}</td><td><span class='tag {2}'>{2}</span></td><td>{3}</td><td>{4}</td><td>{5}</td><td>{6}</td></tr>",
+            esc(&j.id), esc(&j.queue), esc(&j.status), j.runs, j.failures, esc(j.last_error.as_deref().unwrap_or("")), esc(&j.updated_at)
+        ));
+    }
+    body.push_str("</table>");
+    body.push_str("<h2>Workers</h2><table><tr><th>id</th><th>concurrency</th><th>started</th><th>last heartbeat</th></tr>");
+    for w in &queues.workers {
+        body.push_str(&format!("<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&w.id), w.concurrency, esc(&w.started_at), esc(&w.heartbeat_at)));
+    }
+    body.push_str("</table>");
+    Ok(Html(page("Hilt operations", &body, true)))
+}
+
+pub async fn job_page(_: PageAdmin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Html<String>, ApiError> {
+    let d = ops::job(&state.db, &id).await?;
+    let j = &d.job;
+    let mut body = format!(
+        "<p><a href='/ops'>← all queues</a></p><table>\
+         <tr><th>job</th><td><code>{id}</code></td></tr><tr><th>queue</th><td>{queue}</td></tr>\
+         <tr><th>status</th><td><span class='tag {status}'>{status}</span></td></tr>\
+         <tr><th>membership</th><td><code>{membership}</code></td></tr><tr><th>run at</th><td>{run_at}</td></tr>\
+         <tr><th>runs / failures</th><td>{runs} / {failures}</td></tr><tr><th>last error</th><td>{error}</td></tr>\
+         <tr><th>held by</th><td>{held}</td></tr><tr><th>payload</th><td><code>{payload}</code></td></tr></table>\
+         <form method=post action='/ops/jobs/{id}/retry' style='display:inline'><button>retry now</button></form> \
+         <form method=post action='/ops/jobs/{id}/discard' style='display:inline'><button>discard</button></form>",
+        id = esc(&j.id),
+        queue = esc(&j.queue),
+        status = esc(&j.status),
+        membership = esc(j.membership_id.as_deref().unwrap_or("–")),
+        run_at = esc(&j.run_at),
+        runs = j.runs,
+        failures = j.failures,
+        error = esc(j.last_error.as_deref().unwrap_or("–")),
+        held = esc(j.locked_by.as_deref().unwrap_or("–")),
+        payload = esc(&j.payload.to_string()),
+    );
+    body.push_str("<h2>Attempts</h2><table><tr><th>#</th><th>trigger</th><th>provider</th><th>outcome</th><th>error</th><th>worker</th><th>duration</th><th>started</th></tr>");
+    for a in &d.attempts {
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            a.number, esc(&a.trigger), esc(&a.provider), esc(a.outcome.as_deref().unwrap_or("running")),
+            a.error.as_ref().map(|e| format!("<b>{}</b> {}", esc(&e.code), esc(&e.message))).unwrap_or_default(),
+            esc(&a.worker_id), a.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(), esc(&a.started_at)
+        ));
+    }
+    body.push_str("</table>");
+    Ok(Html(page(&format!("Job {}", j.id), &body, false)))
+}
+
+/// Form actions of the page: do it, then back to the page.
+pub async fn page_retry(_: PageAdmin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Redirect, ApiError> {
+    ops::retry_job(&state.db, &id).await?;
+    Ok(Redirect::to(&format!("/ops/jobs/{id}")))
+}
+
+pub async fn page_discard(_: PageAdmin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Redirect, ApiError> {
+    ops::discard_job(&state.db, &id).await?;
+    Ok(Redirect::to(&format!("/ops/jobs/{id}")))
+}
+
+pub async fn page_queue_action(
+    _: PageAdmin,
+    State(state): State<AppState>,
+    Path((queue, action)): Path<(String, String)>,
+) -> Result<Redirect, ApiError> {
+    match action.as_str() {
+        "pause" => ops::set_paused(&state.db, &queue, true).await?,
+        "resume" => ops::set_paused(&state.db, &queue, false).await?,
+        _ => return Err(ApiError::NotFound),
+    }
+    Ok(Redirect::to("/ops"))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+fn page(title: &str, body: &str, refresh: bool) -> String {
+    format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>{}</title>{}\
+         <meta name=viewport content='width=device-width, initial-scale=1'><style>\
+         body{{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#1d2330;background:#f7f8fa}}\
+         h1{{font-size:1.3rem}} h2{{font-size:1.05rem;margin-top:1.6rem}}\
+         table{{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0001;width:100%}}\
+         th,td{{padding:.35rem .6rem;border-bottom:1px solid #e6e8ec;text-align:left;vertical-align:top}}\
+         th{{background:#eef0f4;font-weight:600}} code{{font-size:12px}} .muted{{color:#6b7280}}\
+         .warn{{color:#b45309;font-weight:600}} .bad{{color:#b91c1c;font-weight:600}} tr.paused{{background:#fff7ed}}\
+         .tag{{display:inline-block;padding:0 .4rem;border-radius:.6rem;background:#e5e7eb;font-size:12px}}\
+         .tag.dead{{background:#fee2e2}} .tag.running{{background:#dbeafe}} .tag.done{{background:#dcfce7}}\
+         button{{font:inherit;padding:.1rem .6rem;cursor:pointer}}</style></head>\
+         <body><h1>{}</h1>{}</body></html>",
+        esc(title),
+        if refresh { "<meta http-equiv=refresh content=5>" } else { "" },
+        esc(title),
+        body
+    )
+}

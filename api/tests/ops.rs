@@ -1,0 +1,107 @@
+//! SPEC §9: the operations dashboard, its JSON, queue actions and Prometheus metrics.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::{body::Body, http::{Method, Request, StatusCode}};
+use common::{ADMIN, assert_error, rescue::Rescue};
+use serde_json::json;
+
+fn basic(password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("ops:{password}")))
+}
+
+backend_test!(the_dashboard_opens_in_a_browser_with_the_admin_token_and_needs_no_internet, |app| {
+    let anonymous = app.raw(Request::get("/ops").body(Body::empty()).expect("request")).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert!(anonymous.headers.get("www-authenticate").is_some_and(|v| v.to_str().unwrap_or("").starts_with("Basic")),
+        "a browser is asked for credentials");
+    let wrong = app.raw(Request::get("/ops").header("authorization", basic("nope")).body(Body::empty()).expect("request")).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+
+    let key = app.merchant().await;
+    let product = app.telegram_product(&key).await;
+    let payment = app.payment(&key, &product, 1).await;
+    app.confirm(&payment, "tx-ops").await;
+    let page = app.raw(Request::get("/ops").header("authorization", basic(ADMIN)).body(Body::empty()).expect("request")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.body.as_str().expect("html").to_owned();
+    for queue in ["delivery", "revoke", "proof_email", "renewal", "webhook"] {
+        assert!(html.contains(&format!("<b>{queue}</b>")), "queue {queue} listed");
+    }
+    assert!(!html.contains("src=\"http") && !html.contains("src='http") && !html.contains("href=\"http"), "no external assets");
+    assert!(!html.contains("<script src"), "no external scripts");
+});
+
+backend_test!(queue_counts_and_job_actions_are_in_the_json, |app| {
+    let key = app.merchant().await;
+    let product = app.telegram_product(&key).await;
+    for user in 1..=2 {
+        let payment = app.payment(&key, &product, user).await;
+        app.confirm(&payment, &format!("tx-q{user}")).await;
+    }
+    let queues = app.get("/v1/ops/queues", ADMIN).await;
+    assert_eq!(queues.status, StatusCode::OK);
+    let delivery = queues.body["queues"].as_array().expect("queues").iter().find(|q| q["name"] == "delivery").expect("delivery").clone();
+    assert_eq!(delivery["pending"], 2);
+    assert_eq!(delivery["running"], 0);
+    assert_eq!(delivery["dead"], 0);
+    assert!(delivery["oldest_waiting_since"].is_string());
+    assert_error(&app.get("/v1/ops/queues", &key).await, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let jobs = app.get("/v1/ops/queues/delivery/jobs?status=queued", ADMIN).await;
+    let job = jobs.body["data"][0]["id"].as_str().expect("job").to_owned();
+    let detail = app.get(&format!("/v1/ops/jobs/{job}"), ADMIN).await;
+    assert_eq!(detail.body["queue"], "delivery");
+    assert_eq!(detail.body["payload"]["trigger"], "automatic");
+    let discarded = app.post(&format!("/v1/ops/jobs/{job}/discard"), ADMIN, json!({})).await;
+    assert_eq!(discarded.body["status"], "discarded");
+    let again = app.post(&format!("/v1/ops/jobs/{job}/discard"), ADMIN, json!({})).await;
+    assert_error(&again, StatusCode::CONFLICT, "conflict");
+    let retried = app.post(&format!("/v1/ops/jobs/{job}/retry"), ADMIN, json!({})).await;
+    assert_eq!(retried.body["status"], "queued");
+    assert_error(&app.get("/v1/ops/jobs/job_missing", ADMIN).await, StatusCode::NOT_FOUND, "not_found");
+    assert_error(&app.post("/v1/ops/queues/nope/pause", ADMIN, json!({})).await, StatusCode::NOT_FOUND, "not_found");
+    let bad = app.get("/v1/ops/queues/delivery/jobs?status=weird", ADMIN).await;
+    assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+});
+
+backend_test!(a_paused_queue_holds_its_jobs_until_resumed, |app| {
+    let mut r = Rescue::start(app).await;
+    r.tg.add_user(7);
+    r.start_worker();
+    let paused = r.app.post("/v1/ops/queues/delivery/pause", ADMIN, json!({})).await;
+    assert_eq!(paused.status, StatusCode::NO_CONTENT);
+    let product = r.telegram_product().await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 7})).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(r.membership(&membership).await["delivery_status"], "pending", "nothing runs while paused");
+    let queues = r.app.get("/v1/ops/queues", ADMIN).await;
+    assert!(queues.body["queues"].as_array().expect("queues").iter().any(|q| q["name"] == "delivery" && q["paused"] == true));
+    r.app.post("/v1/ops/queues/delivery/resume", ADMIN, json!({})).await;
+    r.wait_for_status(&membership, "delivered").await;
+    r.stop_workers().await;
+});
+
+backend_test!(metrics_expose_queue_depth_outcomes_and_latency, |app| {
+    let mut r = Rescue::start(app).await;
+    r.tg.add_user(8);
+    r.start_worker();
+    let product = r.telegram_product().await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 8})).await;
+    r.wait_for_status(&membership, "delivered").await;
+    let unauth = r.app.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(unauth.status, StatusCode::UNAUTHORIZED);
+    let m = r.app.get("/metrics", ADMIN).await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert_eq!(m.headers.get("content-type").and_then(|v| v.to_str().ok()), Some("text/plain; version=0.0.4"));
+    let text = m.body.as_str().expect("text").to_owned();
+    assert!(text.contains("hilt_queue_jobs{queue=\"delivery\",state=\"pending\"} 0"), "{text}");
+    assert!(text.contains("hilt_jobs_finished_total{queue=\"delivery\",outcome=\"done\"} 1"), "{text}");
+    assert!(text.contains("hilt_delivery_attempts_total{provider=\"telegram\",outcome=\"succeeded\",error_code=\"\"} 1"), "{text}");
+    assert!(text.contains("hilt_delivery_attempt_duration_seconds_count{provider=\"telegram\"} 1"), "{text}");
+    assert!(text.contains("# TYPE hilt_delivery_attempt_duration_seconds histogram"));
+    r.stop_workers().await;
+});

@@ -1,0 +1,357 @@
+//! Operations: queue health, job detail and actions, and Prometheus metrics — all read from the
+//! database, which every API and worker process shares, so any process answers for all of them.
+
+use serde::Serialize;
+use sqlx::AnyConnection;
+use utoipa::ToSchema;
+
+use super::ServiceError;
+use crate::{
+    clock::{now_ms, rfc3339, rfc3339_opt},
+    queue::Queue,
+    storage::{Db, attempts, jobs::{self, JobRow}, queue_controls, workers},
+    views::AttemptView,
+};
+
+/// Jobs per state, disjoint: `pending` (due, waiting for a worker), `scheduled` (first run in
+/// the future), `running`, `failed` (failed at least once, waiting for its retry), `dead`
+/// (out of retries or not retryable; kept for operators).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueStats {
+    pub name: String,
+    pub paused: bool,
+    pub pending: i64,
+    pub scheduled: i64,
+    pub running: i64,
+    pub failed: i64,
+    pub dead: i64,
+    pub done_last_5m: i64,
+    /// Jobs finished per minute over the last five minutes.
+    pub throughput_per_min: f64,
+    /// Mean time from due to finished, over jobs finished in the last five minutes.
+    pub latency_ms_avg: Option<f64>,
+    pub oldest_waiting_since: Option<String>,
+    pub oldest_waiting_age_s: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkerView {
+    pub id: String,
+    pub concurrency: i64,
+    pub started_at: String,
+    pub heartbeat_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuesView {
+    pub queues: Vec<QueueStats>,
+    /// Workers that heartbeated in the last 30 s.
+    pub workers: Vec<WorkerView>,
+    pub generated_at: String,
+}
+
+const WINDOW_MS: i64 = 5 * 60_000;
+
+pub async fn queues(db: &Db) -> Result<QueuesView, ServiceError> {
+    let now = now_ms();
+    let mut conn = db.conn().await?;
+    let paused = queue_controls::paused(&mut conn).await?;
+    let mut out = Vec::new();
+    for queue in Queue::ALL {
+        out.push(queue_stats(&mut conn, queue.as_str(), paused.iter().any(|p| p == queue.as_str()), now).await?);
+    }
+    let workers = workers::live(&mut conn, now - 30_000)
+        .await?
+        .into_iter()
+        .map(|w| WorkerView {
+            id: w.id,
+            concurrency: w.concurrency,
+            started_at: rfc3339(w.started_at),
+            heartbeat_at: rfc3339(w.heartbeat_at),
+        })
+        .collect();
+    Ok(QueuesView { queues: out, workers, generated_at: rfc3339(now) })
+}
+
+async fn queue_stats(conn: &mut AnyConnection, queue: &str, paused: bool, now: i64) -> Result<QueueStats, sqlx::Error> {
+    let row: (i64, i64, i64, i64, i64, Option<i64>) = sqlx::query_as(
+        "SELECT \
+           COALESCE(SUM(CASE WHEN status = 'enqueued' OR (status = 'queued' AND failures = 0 AND run_at <= $2) THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN status = 'queued' AND failures = 0 AND run_at > $2 THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN status = 'queued' AND failures > 0 THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0), \
+           MIN(CASE WHEN status = 'enqueued' OR (status = 'queued' AND run_at <= $2) THEN run_at END) \
+         FROM jobs WHERE queue = $1 AND status IN ('queued', 'enqueued', 'running', 'dead')",
+    )
+    .bind(queue)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    let (done, latency_sum): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT COUNT(*), CAST(SUM(updated_at - run_at) AS BIGINT) FROM jobs WHERE queue = $1 AND status = 'done' AND updated_at >= $2",
+    )
+    .bind(queue)
+    .bind(now - WINDOW_MS)
+    .fetch_one(conn)
+    .await?;
+    Ok(QueueStats {
+        name: queue.to_owned(),
+        paused,
+        pending: row.0,
+        scheduled: row.1,
+        running: row.2,
+        failed: row.3,
+        dead: row.4,
+        done_last_5m: done,
+        throughput_per_min: done as f64 / 5.0,
+        latency_ms_avg: latency_sum.filter(|_| done > 0).map(|sum| sum as f64 / done as f64),
+        oldest_waiting_since: rfc3339_opt(row.5),
+        oldest_waiting_age_s: row.5.map(|at| (now - at).max(0) / 1000),
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: String,
+    pub queue: String,
+    /// `queued`, `enqueued`, `running`, `done`, `dead` or `discarded`.
+    pub status: String,
+    pub merchant_id: Option<String>,
+    pub membership_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    pub run_at: String,
+    /// Times a worker claimed it.
+    pub runs: i64,
+    /// Failed runs, the index into the retry schedule.
+    pub failures: i64,
+    pub last_error: Option<String>,
+    pub locked_by: Option<String>,
+    pub locked_until: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&JobRow> for JobView {
+    fn from(j: &JobRow) -> Self {
+        Self {
+            id: j.id.clone(),
+            queue: j.queue.clone(),
+            status: j.status.clone(),
+            merchant_id: j.merchant_id.clone(),
+            membership_id: j.membership_id.clone(),
+            payload: serde_json::from_str(&j.payload).unwrap_or(serde_json::Value::Null),
+            run_at: rfc3339(j.run_at),
+            runs: j.attempts,
+            failures: j.failures,
+            last_error: j.last_error.clone(),
+            locked_by: j.locked_by.clone(),
+            locked_until: rfc3339_opt(j.locked_until),
+            created_at: rfc3339(j.created_at),
+            updated_at: rfc3339(j.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: JobView,
+    /// Delivery attempts this job made (delivery and revoke queues).
+    pub attempts: Vec<AttemptView>,
+}
+
+pub async fn job(db: &Db, id: &str) -> Result<JobDetail, ServiceError> {
+    let mut conn = db.conn().await?;
+    let job = jobs::get(&mut conn, id).await?.ok_or(ServiceError::NotFound)?;
+    let attempts = match &job.membership_id {
+        Some(m) => attempts::list_for_membership(&mut conn, m)
+            .await?
+            .into_iter()
+            .filter(|a| a.job_id.as_deref() == Some(id))
+            .map(|a| AttemptView::from(&a))
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(JobDetail { job: JobView::from(&job), attempts })
+}
+
+/// Jobs of a queue (optionally one status), newest first.
+pub async fn list_jobs(db: &Db, queue: &str, status: Option<&str>, limit: i64) -> Result<Vec<JobView>, ServiceError> {
+    let rows = jobs::list_recent(&mut *db.conn().await?, queue, status, limit).await?;
+    Ok(rows.iter().map(JobView::from).collect())
+}
+
+/// Retry now: a waiting, failed or dead job runs again at once. A running job is left alone.
+pub async fn retry_job(db: &Db, id: &str) -> Result<JobView, ServiceError> {
+    let mut conn = db.conn().await?;
+    if !jobs::retry_now(&mut conn, id, now_ms()).await? {
+        return Err(match jobs::get(&mut conn, id).await? {
+            None => ServiceError::NotFound,
+            Some(j) => ServiceError::Conflict(format!("a {} job cannot be retried", j.status)),
+        });
+    }
+    job(db, id).await.map(|d| d.job)
+}
+
+/// Discard: a waiting, failed or dead job will not run. A running job is left alone.
+pub async fn discard_job(db: &Db, id: &str) -> Result<JobView, ServiceError> {
+    let mut conn = db.conn().await?;
+    if !jobs::discard(&mut conn, id, now_ms()).await? {
+        return Err(match jobs::get(&mut conn, id).await? {
+            None => ServiceError::NotFound,
+            Some(j) => ServiceError::Conflict(format!("a {} job cannot be discarded", j.status)),
+        });
+    }
+    job(db, id).await.map(|d| d.job)
+}
+
+pub async fn set_paused(db: &Db, queue: &str, paused: bool) -> Result<(), ServiceError> {
+    if !Queue::ALL.iter().any(|q| q.as_str() == queue) {
+        return Err(ServiceError::NotFound);
+    }
+    queue_controls::set_paused(&mut *db.conn().await?, queue, paused, now_ms()).await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FailureView {
+    pub attempt_id: String,
+    pub job_id: Option<String>,
+    pub membership_id: String,
+    pub merchant_id: String,
+    pub provider: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReviewView {
+    pub membership_id: String,
+    pub merchant_id: String,
+    pub product_id: String,
+    pub attempts: i64,
+    pub last_error_code: Option<String>,
+    pub support_ticket_id: Option<String>,
+    pub updated_at: String,
+}
+
+pub async fn recent_failures(db: &Db, limit: i64) -> Result<Vec<FailureView>, ServiceError> {
+    let rows: Vec<(String, Option<String>, String, String, String, Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT id, job_id, membership_id, merchant_id, provider, error_code, error_message, finished_at \
+         FROM delivery_attempts WHERE outcome = 'failed' ORDER BY finished_at DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| FailureView {
+            attempt_id: r.0,
+            job_id: r.1,
+            membership_id: r.2,
+            merchant_id: r.3,
+            provider: r.4,
+            error_code: r.5,
+            error_message: r.6,
+            finished_at: rfc3339_opt(r.7),
+        })
+        .collect())
+}
+
+pub async fn manual_review(db: &Db, limit: i64) -> Result<Vec<ReviewView>, ServiceError> {
+    let rows: Vec<(String, String, String, i64, Option<String>, Option<String>, i64)> = sqlx::query_as(
+        "SELECT id, merchant_id, product_id, delivery_attempts, last_error_code, support_ticket_id, updated_at \
+         FROM memberships WHERE delivery_status = 'manual_review' ORDER BY updated_at DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ReviewView {
+            membership_id: r.0,
+            merchant_id: r.1,
+            product_id: r.2,
+            attempts: r.3,
+            last_error_code: r.4,
+            support_ticket_id: r.5,
+            updated_at: rfc3339(r.6),
+        })
+        .collect())
+}
+
+/// Upper bounds (ms) of the attempt latency histogram.
+const LATENCY_BUCKETS_MS: [i64; 10] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+
+/// Prometheus text exposition (format 0.0.4), computed from the shared database so that one
+/// scrape of any API process covers every worker.
+pub async fn prometheus(db: &Db) -> Result<String, ServiceError> {
+    let now = now_ms();
+    let mut conn = db.conn().await?;
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    };
+    family("hilt_queue_jobs", "gauge", "Jobs by queue and state (pending, scheduled, running, failed, dead).");
+    let mut lines = Vec::new();
+    for queue in Queue::ALL {
+        let s = queue_stats(&mut conn, queue.as_str(), false, now).await?;
+        for (state, n) in [("pending", s.pending), ("scheduled", s.scheduled), ("running", s.running), ("failed", s.failed), ("dead", s.dead)] {
+            lines.push(format!("hilt_queue_jobs{{queue=\"{}\",state=\"{state}\"}} {n}\n", s.name));
+        }
+        lines.push(format!("hilt_queue_oldest_waiting_seconds{{queue=\"{}\"}} {}\n", s.name, s.oldest_waiting_age_s.unwrap_or(0)));
+    }
+    let (gauges, oldest): (Vec<_>, Vec<_>) = lines.into_iter().partition(|l| l.starts_with("hilt_queue_jobs"));
+    out.push_str(&gauges.concat());
+    out.push_str("# HELP hilt_queue_oldest_waiting_seconds Age of the oldest due job not yet running.\n# TYPE hilt_queue_oldest_waiting_seconds gauge\n");
+    out.push_str(&oldest.concat());
+
+    let outcomes: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT queue, status, COUNT(*) FROM jobs WHERE status IN ('done', 'dead', 'discarded') GROUP BY queue, status ORDER BY queue, status")
+            .fetch_all(&mut *conn)
+            .await?;
+    out.push_str("# HELP hilt_jobs_finished_total Jobs finished, by queue and outcome.\n# TYPE hilt_jobs_finished_total counter\n");
+    for (queue, status, n) in outcomes {
+        out.push_str(&format!("hilt_jobs_finished_total{{queue=\"{queue}\",outcome=\"{status}\"}} {n}\n"));
+    }
+
+    let deliveries: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT provider, outcome, COALESCE(error_code, ''), COUNT(*) FROM delivery_attempts WHERE outcome IS NOT NULL \
+         GROUP BY provider, outcome, error_code ORDER BY provider, outcome",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    out.push_str("# HELP hilt_delivery_attempts_total Delivery attempts by provider, outcome and error code.\n# TYPE hilt_delivery_attempts_total counter\n");
+    for (provider, outcome, code, n) in deliveries {
+        out.push_str(&format!("hilt_delivery_attempts_total{{provider=\"{provider}\",outcome=\"{outcome}\",error_code=\"{code}\"}} {n}\n"));
+    }
+
+    out.push_str("# HELP hilt_delivery_attempt_duration_seconds Provider call latency of delivery attempts.\n# TYPE hilt_delivery_attempt_duration_seconds histogram\n");
+    let providers: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT provider, COUNT(*), CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT) FROM delivery_attempts WHERE duration_ms IS NOT NULL GROUP BY provider ORDER BY provider",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for (provider, count, sum_ms) in providers {
+        for bound in LATENCY_BUCKETS_MS {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts WHERE provider = $1 AND duration_ms <= $2")
+                .bind(&provider)
+                .bind(bound)
+                .fetch_one(&mut *conn)
+                .await?;
+            out.push_str(&format!(
+                "hilt_delivery_attempt_duration_seconds_bucket{{provider=\"{provider}\",le=\"{}\"}} {n}\n",
+                bound as f64 / 1000.0
+            ));
+        }
+        out.push_str(&format!("hilt_delivery_attempt_duration_seconds_bucket{{provider=\"{provider}\",le=\"+Inf\"}} {count}\n"));
+        out.push_str(&format!("hilt_delivery_attempt_duration_seconds_sum{{provider=\"{provider}\"}} {}\n", sum_ms as f64 / 1000.0));
+        out.push_str(&format!("hilt_delivery_attempt_duration_seconds_count{{provider=\"{provider}\"}} {count}\n"));
+    }
+    let live = workers::live(&mut conn, now - 30_000).await?.len();
+    out.push_str(&format!("# HELP hilt_workers_live Workers that heartbeated in the last 30 s.\n# TYPE hilt_workers_live gauge\nhilt_workers_live {live}\n"));
+    Ok(out)
+}

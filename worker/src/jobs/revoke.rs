@@ -1,0 +1,276 @@
+//! Revoke: take away access that expired (SPEC §8). Telegram: remove without a permanent ban
+//! (ban + unban, so the buyer can come back after paying again); Discord: remove the role.
+//! Every try is a delivery attempt with trigger `revoke`, retried on the delivery schedule.
+//! A membership renewed (or gifted) in the meantime keeps its access: the job completes
+//! without calling the provider.
+
+use std::time::Instant;
+
+use hilt_shared::{
+    clock::now_ms,
+    domain::{AttemptId, DeliveryStatus, MembershipStatus, Platform, retry::next_delay},
+    providers::ProviderError,
+    queue::{self, DeliveryJob, Queue, RevokeJob, Trigger},
+    service::{payments::record_event, support},
+    storage::{
+        attempts::{self, AttemptRow},
+        jobs::{self, Finish, JobRow},
+        memberships::{self, MembershipRow},
+        products::{self, ProductRow},
+    },
+};
+
+use super::finish_alone;
+use crate::JobContext;
+
+/// What removing access means for a product, given what is configured and known.
+enum Plan {
+    Telegram { chat_id: i64, user_id: i64 },
+    Discord { guild_id: String, role_id: String, user_id: String },
+    /// Nothing Hilt can remove: access was a link (fallback, or a Telegram invite sent by
+    /// email to a buyer whose Telegram id is unknown).
+    Nothing { provider: &'static str, why: &'static str },
+}
+
+impl Plan {
+    fn for_membership(ctx: &JobContext, product: &ProductRow, m: &MembershipRow) -> Self {
+        match Platform::parse(&product.platform) {
+            Some(Platform::Telegram) => match (&ctx.providers.telegram, product.telegram_chat_id, m.telegram_user_id) {
+                (Some(_), Some(chat_id), Some(user_id)) => Plan::Telegram { chat_id, user_id },
+                (Some(_), Some(_), None) => Plan::Nothing {
+                    provider: "telegram",
+                    why: "the buyer's Telegram user id is unknown (access was a single-use link); nothing to remove",
+                },
+                _ => Plan::Nothing { provider: "fallback", why: "no Telegram automation for this product (fallback link only); nothing to remove" },
+            },
+            Some(Platform::Discord) => {
+                match (&ctx.providers.discord, &product.discord_guild_id, &product.discord_role_id, &m.discord_user_id) {
+                    (Some(_), Some(g), Some(r), Some(u)) => {
+                        Plan::Discord { guild_id: g.clone(), role_id: r.clone(), user_id: u.clone() }
+                    }
+                    (Some(_), Some(_), Some(_), None) => {
+                        Plan::Nothing { provider: "discord", why: "the buyer's Discord user id is unknown; nothing to remove" }
+                    }
+                    _ => Plan::Nothing { provider: "fallback", why: "no Discord automation for this product (fallback link only); nothing to remove" },
+                }
+            }
+            None => Plan::Nothing { provider: "none", why: "unknown platform; nothing to remove" },
+        }
+    }
+
+    fn provider(&self) -> &'static str {
+        match self {
+            Plan::Telegram { .. } => "telegram",
+            Plan::Discord { .. } => "discord",
+            Plan::Nothing { provider, .. } => provider,
+        }
+    }
+
+    fn request_summary(&self) -> String {
+        match self {
+            Plan::Telegram { chat_id, .. } => format!("telegram chat {chat_id}: remove the buyer without a permanent ban (ban + unban)"),
+            Plan::Discord { guild_id, role_id, user_id } => format!("discord guild {guild_id}: remove role {role_id} from user {user_id}"),
+            Plan::Nothing { why, .. } => (*why).to_owned(),
+        }
+    }
+}
+
+pub async fn run(ctx: &JobContext, job: &JobRow) -> anyhow::Result<()> {
+    let Ok(intent) = serde_json::from_str::<RevokeJob>(&job.payload) else {
+        return finish_alone(ctx, job, Finish::Dead { error: "unreadable job payload".into() }).await;
+    };
+    let now = now_ms();
+
+    let mut tx = ctx.db.begin().await?;
+    let Some(membership) = memberships::get_any(&mut tx, &intent.membership_id).await? else {
+        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Done, now).await?;
+        tx.commit().await?;
+        return Ok(());
+    };
+    if let Some(reason) = nothing_to_do(&membership) {
+        tracing::info!(reason, "revoke not needed");
+        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Done, now).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    // The same per-membership lock as delivery: a removal never races a re-delivery.
+    if !memberships::lock_for_attempt(&mut tx, &membership.id, &job.id, now, now + ctx.lease_ms()).await? {
+        let wait = now + i64::try_from(ctx.tuning.lock_wait.as_millis()).unwrap_or(1_000);
+        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::RetryAt { at: wait, error: None, failed: false }, now).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    let Some(product) = products::get(&mut tx, &membership.merchant_id, &membership.product_id).await? else {
+        memberships::unlock(&mut tx, &membership.id, &job.id).await?;
+        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Dead { error: "product no longer exists".into() }, now).await?;
+        tx.commit().await?;
+        return Ok(());
+    };
+    let plan = Plan::for_membership(ctx, &product, &membership);
+    let mut attempt = AttemptRow {
+        id: AttemptId::generate().to_string(),
+        merchant_id: membership.merchant_id.clone(),
+        membership_id: membership.id.clone(),
+        payment_id: Some(membership.last_payment_id.clone()),
+        job_id: Some(job.id.clone()),
+        number: attempts::max_number(&mut tx, &membership.id).await? + 1,
+        trigger_kind: Trigger::Revoke.as_str().to_owned(),
+        provider: plan.provider().to_owned(),
+        outcome: None,
+        error_code: None,
+        error_message: None,
+        error_retryable: None,
+        request_summary: Some(plan.request_summary()),
+        response_summary: None,
+        worker_id: ctx.worker_id.clone(),
+        started_at: now,
+        finished_at: None,
+        duration_ms: None,
+    };
+    attempts::insert(&mut tx, &attempt).await?;
+    tx.commit().await?;
+    let span = tracing::info_span!("attempt", attempt.id = %attempt.id, provider = plan.provider());
+    let _entered = span.enter();
+
+    let started = Instant::now();
+    let result = remove(ctx, &plan).await;
+    attempt.duration_ms = Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
+    if let Err(e) = &result {
+        ctx.auth_breaker.record(plan.provider(), e.http_status);
+    }
+    record_outcome(ctx, job, attempt, result).await
+}
+
+/// Access that is current again, or already removed, needs no removal.
+fn nothing_to_do(m: &MembershipRow) -> Option<&'static str> {
+    match MembershipStatus::parse(&m.status) {
+        Some(MembershipStatus::Active | MembershipStatus::Grace) => Some("membership has access again (renewed or gifted)"),
+        _ if m.delivery_status == DeliveryStatus::Revoked.as_str() => Some("access already revoked"),
+        _ => None,
+    }
+}
+
+/// Calls the provider; `Ok` carries the response summary.
+async fn remove(ctx: &JobContext, plan: &Plan) -> Result<String, ProviderError> {
+    if let Some(left) = ctx.auth_breaker.paused_for(plan.provider()) {
+        return Err(ProviderError::transient(
+            "provider_paused",
+            format!("calls to {} are paused for {}s after a burst of 401/403 answers", plan.provider(), left.as_secs()),
+        )
+        .with_retry_after(Some(left)));
+    }
+    match plan {
+        Plan::Telegram { chat_id, user_id } => {
+            let Some(tg) = &ctx.providers.telegram else { return Err(ProviderError::not_configured("telegram")) };
+            tg.remove_member(*chat_id, *user_id).await?;
+            Ok("removed from the chat; the ban was lifted so the buyer can rejoin after paying".into())
+        }
+        Plan::Discord { guild_id, role_id, user_id } => {
+            let Some(dc) = &ctx.providers.discord else { return Err(ProviderError::not_configured("discord")) };
+            match dc.remove_role(guild_id, user_id, role_id).await {
+                Ok(()) => Ok("role removed".into()),
+                // Someone who left the guild has no role to remove.
+                Err(e) if e.code == "member_not_in_guild" => Ok("the member already left the guild; no role to remove".into()),
+                Err(e) => Err(e),
+            }
+        }
+        Plan::Nothing { why, .. } => Ok((*why).to_owned()),
+    }
+}
+
+async fn record_outcome(ctx: &JobContext, job: &JobRow, mut attempt: AttemptRow, result: Result<String, ProviderError>) -> anyhow::Result<()> {
+    let now = now_ms();
+    let mut tx = ctx.db.begin().await?;
+    let Some(mut m) = memberships::get_any(&mut tx, &attempt.membership_id).await? else {
+        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Done, now).await?;
+        tx.commit().await?;
+        return Ok(());
+    };
+    attempt.finished_at = Some(now);
+    m.delivery_attempts += 1;
+    m.last_attempt_at = Some(now);
+    m.updated_at = now;
+    let renewed_meanwhile =
+        matches!(MembershipStatus::parse(&m.status), Some(MembershipStatus::Active | MembershipStatus::Grace));
+
+    let finish = match result {
+        Ok(summary) => {
+            attempt.outcome = Some("succeeded".into());
+            attempt.response_summary = Some(summary);
+            m.last_error_code = None;
+            m.last_error_message = None;
+            m.last_error_retryable = None;
+            m.next_retry_at = None;
+            if renewed_meanwhile {
+                // Paid again while the removal was in flight: hand access over again.
+                tracing::warn!("membership renewed during the removal; delivering again");
+                m.delivery_status = DeliveryStatus::Pending.as_str().into();
+                if !jobs::has_live(&mut tx, &m.id, Queue::Delivery.as_str()).await? {
+                    let job = DeliveryJob { membership_id: m.id.clone(), payment_id: Some(m.last_payment_id.clone()), trigger: Trigger::Renewal };
+                    queue::enqueue_delivery(&mut tx, &m.merchant_id, &job, now).await?;
+                }
+            } else {
+                m.delivery_status = DeliveryStatus::Revoked.as_str().into();
+                let data = serde_json::json!({
+                    "membership_id": m.id,
+                    "provider": attempt.provider,
+                    "attempt_id": attempt.id,
+                });
+                record_event(&mut tx, &m.merchant_id, "membership.revoked", Some(&m.id), None, data, now).await?;
+            }
+            Finish::Done
+        }
+        Err(e) => {
+            attempt.outcome = Some("failed".into());
+            attempt.error_code = Some(e.code.clone());
+            attempt.error_message = Some(e.message.clone());
+            attempt.error_retryable = Some(i64::from(e.retryable()));
+            attempt.response_summary = Some(match e.http_status {
+                Some(status) => format!("{} ({}), provider answered {status}", e.code, e.class.as_str()),
+                None => format!("{} ({})", e.code, e.class.as_str()),
+            });
+            m.last_error_code = Some(e.code.clone());
+            m.last_error_message = Some(e.message.clone());
+            m.last_error_retryable = Some(i64::from(e.retryable()));
+            let failures = usize::try_from(job.failures + 1).unwrap_or(usize::MAX);
+            let delay = if e.retryable() && !renewed_meanwhile {
+                next_delay(&ctx.tuning.retry_schedule, failures, e.retry_after)
+            } else {
+                None
+            };
+            match delay {
+                Some(delay) => {
+                    let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                    m.next_retry_at = Some(at);
+                    tracing::warn!(error.code = %e.code, "access removal failed; retry scheduled");
+                    Finish::RetryAt { at, error: Some(e.code.clone()), failed: true }
+                }
+                None if renewed_meanwhile => Finish::Done,
+                None => {
+                    // Removal is stuck: a person has to take the buyer out by hand.
+                    m.next_retry_at = None;
+                    tracing::warn!(error.code = %e.code, "access removal stopped; support ticket opened");
+                    let note = format!(
+                        "Access expired but could not be removed after {failures} attempt(s). Last error: {} — {} ({}). \
+                         Next step: remove the buyer by hand (or fix the bot's rights and contact support).",
+                        e.code,
+                        e.message,
+                        e.class.as_str()
+                    );
+                    let (ticket, _) = support::open_or_reuse_delivery_ticket(&mut tx, &m, "Access removal needs attention", &note, now).await?;
+                    m.support_ticket_id = Some(ticket);
+                    Finish::Dead { error: e.code.clone() }
+                }
+            }
+        }
+    };
+
+    attempts::finish(&mut tx, &attempt).await?;
+    memberships::update_delivery(&mut tx, &m).await?;
+    if !jobs::finish(&mut tx, &job.id, &ctx.worker_id, &finish, now).await? {
+        tracing::warn!("job lease lost before recording the outcome; discarding this result");
+        return Ok(());
+    }
+    tx.commit().await?;
+    Ok(())
+}

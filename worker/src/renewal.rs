@@ -1,0 +1,323 @@
+//! The renewal run (SPEC §8), every `HILT_RENEWAL_INTERVAL`, one run at a time across all
+//! workers (the `renewal` lease):
+//!
+//! 1. `active` memberships whose paid period ended enter `grace` (`membership.grace`);
+//! 2. `grace` memberships past the product's grace period expire (`membership.expired`) and a
+//!    `revoke` job is written in the same transaction;
+//! 3. reminders go out before period end at the `HILT_RENEWAL_REMINDERS` offsets, each at most
+//!    once per (membership, period end, offset): the `renewal_reminders` row is claimed and
+//!    committed before the message is sent.
+//!
+//! Every transition is a conditional update (`WHERE status = …`), so a renewal confirmed at the
+//! same moment wins and two overlapping runs cannot transition a membership twice; the lease
+//! only keeps workers from doing the same scan at once.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use hilt_shared::{
+    clock::{Millis, now_ms, rfc3339},
+    domain::{MembershipStatus, Period},
+    providers::{ErrorClass, ProviderError},
+    queue::{self, Queue, RevokeJob},
+    service::payments::record_event,
+    storage::{
+        jobs, leases,
+        memberships::{self, MembershipRow},
+        products::{self, ProductRow},
+        renewal_reminders::{self, ReminderRow},
+    },
+};
+use tokio::sync::watch;
+
+use crate::JobContext;
+
+pub const LEASE_NAME: &str = "renewal";
+/// Memberships handled per phase and run; the next run continues.
+const BATCH: i64 = 500;
+
+/// What one run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RenewalRun {
+    pub entered_grace: usize,
+    pub expired: usize,
+    pub reminders_sent: usize,
+    pub reminders_failed: usize,
+    pub reminders_skipped: usize,
+}
+
+/// The background loop every worker runs; only the lease holder does the work.
+pub async fn run_loop(ctx: Arc<JobContext>, mut stop: watch::Receiver<bool>) {
+    let every = ctx.config.renewal_interval.0;
+    loop {
+        if let Err(e) = tick(&ctx).await {
+            tracing::warn!(error = %e, "renewal run failed; retrying next interval");
+        }
+        let _ = tokio::time::timeout(every, stop.wait_for(|s| *s)).await;
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+/// One run if this worker holds the `renewal` lease; None when another worker has it.
+pub async fn tick(ctx: &JobContext) -> anyhow::Result<Option<RenewalRun>> {
+    let now = now_ms();
+    let hold = ctx.config.renewal_interval.as_millis().saturating_mul(3).max(1_000);
+    if !leases::acquire(&mut *ctx.db.conn().await?, LEASE_NAME, &ctx.worker_id, now, now + hold).await? {
+        return Ok(None);
+    }
+    let mut run = RenewalRun::default();
+    let mut products = ProductCache::default();
+    enter_grace(ctx, &mut products, &mut run).await?;
+    expire(ctx, &mut products, &mut run).await?;
+    send_reminders(ctx, &mut products, &mut run).await?;
+    if run != RenewalRun::default() {
+        tracing::info!(?run, "renewal run");
+    }
+    Ok(Some(run))
+}
+
+#[derive(Default)]
+struct ProductCache(HashMap<String, Option<ProductRow>>);
+
+impl ProductCache {
+    async fn get(&mut self, ctx: &JobContext, m: &MembershipRow) -> anyhow::Result<Option<ProductRow>> {
+        if let Some(p) = self.0.get(&m.product_id) {
+            return Ok(p.clone());
+        }
+        let p = products::get(&mut *ctx.db.conn().await?, &m.merchant_id, &m.product_id).await?;
+        self.0.insert(m.product_id.clone(), p.clone());
+        Ok(p)
+    }
+}
+
+async fn enter_grace(ctx: &JobContext, products: &mut ProductCache, run: &mut RenewalRun) -> anyhow::Result<()> {
+    let now = now_ms();
+    for m in memberships::period_ended(&mut *ctx.db.conn().await?, now, BATCH).await? {
+        let grace_ms = products.get(ctx, &m).await?.map_or(0, |p| p.grace_period_ms);
+        let mut tx = ctx.db.begin().await?;
+        let moved = memberships::move_status(&mut tx, &m.id, MembershipStatus::Active.as_str(), MembershipStatus::Grace.as_str(), now, now).await?;
+        if moved {
+            let end = m.current_period_end.unwrap_or(now);
+            let data = serde_json::json!({
+                "membership_id": m.id,
+                "product_id": m.product_id,
+                "current_period_end": rfc3339(end),
+                "grace_ends_at": rfc3339(end + grace_ms),
+            });
+            record_event(&mut tx, &m.merchant_id, "membership.grace", Some(&m.id), None, data, now).await?;
+            run.entered_grace += 1;
+            tracing::info!(membership.id = %m.id, "membership entered grace");
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+async fn expire(ctx: &JobContext, products: &mut ProductCache, run: &mut RenewalRun) -> anyhow::Result<()> {
+    let now = now_ms();
+    for m in memberships::grace_ended(&mut *ctx.db.conn().await?, now, BATCH).await? {
+        let Some(product) = products.get(ctx, &m).await? else { continue };
+        let mut tx = ctx.db.begin().await?;
+        let ended_before = now - product.grace_period_ms;
+        let moved = memberships::move_status(&mut tx, &m.id, MembershipStatus::Grace.as_str(), MembershipStatus::Expired.as_str(), ended_before, now).await?;
+        if moved {
+            let data = serde_json::json!({
+                "membership_id": m.id,
+                "product_id": m.product_id,
+                "current_period_end": m.current_period_end.map(rfc3339),
+                "delivery_status": m.delivery_status,
+            });
+            record_event(&mut tx, &m.merchant_id, "membership.expired", Some(&m.id), None, data, now).await?;
+            if !jobs::has_live(&mut tx, &m.id, Queue::Revoke.as_str()).await? {
+                let job = RevokeJob { membership_id: m.id.clone(), period_end: m.current_period_end };
+                queue::enqueue_revoke(&mut tx, &m.merchant_id, &job, now).await?;
+            }
+            run.expired += 1;
+            tracing::info!(membership.id = %m.id, "membership expired; access removal queued");
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// The reminder offsets due now for a period ending at `period_end`, smallest (most urgent)
+/// first. An offset as long as the product's period or longer never applies (a 1-day pass
+/// gets no "7 days left" reminder).
+fn due_offsets(offsets: &[Period], period_end: Millis, period_ms: Option<i64>, now: Millis) -> Vec<i64> {
+    let mut due: Vec<i64> = offsets
+        .iter()
+        .map(|o| o.as_millis())
+        .filter(|o| *o > 0 && period_ms.is_none_or(|p| *o < p) && period_end - o <= now)
+        .collect();
+    due.sort_unstable();
+    due.dedup();
+    due
+}
+
+/// Which due offsets to send and which to record as skipped: only the most urgent threshold
+/// not yet passed by a recorded one is sent; older thresholds crossed at the same time (a run
+/// that was late, a short period) are superseded.
+fn plan_reminders(due: &[i64], recorded: &[i64]) -> (Option<i64>, Vec<i64>) {
+    let smallest_recorded = due.iter().copied().filter(|o| recorded.contains(o)).min();
+    let pending: Vec<i64> = due.iter().copied().filter(|o| !recorded.contains(o)).collect();
+    let send = pending.iter().copied().min().filter(|o| smallest_recorded.is_none_or(|r| *o < r));
+    let skip = pending.into_iter().filter(|o| Some(*o) != send).collect();
+    (send, skip)
+}
+
+async fn send_reminders(ctx: &JobContext, products: &mut ProductCache, run: &mut RenewalRun) -> anyhow::Result<()> {
+    let offsets = &ctx.config.renewal_reminders.0;
+    let Some(horizon) = offsets.iter().map(|o| o.as_millis()).max() else { return Ok(()) };
+    let now = now_ms();
+    for m in memberships::ending_within(&mut *ctx.db.conn().await?, now, horizon, BATCH).await? {
+        let Some(period_end) = m.current_period_end else { continue };
+        let Some(product) = products.get(ctx, &m).await? else { continue };
+        let due = due_offsets(offsets, period_end, product.period_ms, now);
+        if due.is_empty() {
+            continue;
+        }
+        let recorded = renewal_reminders::recorded_offsets(&mut *ctx.db.conn().await?, &m.id, period_end).await?;
+        let (send, skip) = plan_reminders(&due, &recorded);
+        if send.is_none() && skip.is_empty() {
+            continue;
+        }
+        let channel = channel_for(ctx, &m);
+        let row = |offset_ms: i64, status: &str, channel: &str| ReminderRow {
+            membership_id: m.id.clone(),
+            period_end,
+            offset_ms,
+            merchant_id: m.merchant_id.clone(),
+            status: status.to_owned(),
+            channel: channel.to_owned(),
+            error_code: None,
+            created_at: now,
+            finished_at: (status != "sending").then_some(now),
+        };
+        // Claim in one transaction, committed before anything is sent.
+        let mut tx = ctx.db.begin().await?;
+        for offset in &skip {
+            if renewal_reminders::claim(&mut tx, &row(*offset, "skipped", "none")).await? {
+                run.reminders_skipped += 1;
+            }
+        }
+        let claimed = match send {
+            Some(offset) if channel == "none" => {
+                // Nobody to tell: recorded as skipped so the merchant can see it.
+                if renewal_reminders::claim(&mut tx, &row(offset, "skipped", "none")).await? {
+                    run.reminders_skipped += 1;
+                }
+                None
+            }
+            Some(offset) => renewal_reminders::claim(&mut tx, &row(offset, "sending", channel)).await?.then_some(offset),
+            None => None,
+        };
+        tx.commit().await?;
+        let Some(offset) = claimed else { continue };
+
+        let text = reminder_text(&product.name, period_end, now);
+        let message_id = format!("reminder-{}-{period_end}-{offset}", m.id);
+        let (channel, result) = deliver_reminder(ctx, &m, &text, &message_id).await;
+        let mut done = row(offset, "sent", channel);
+        done.finished_at = Some(now_ms());
+        match &result {
+            Ok(()) => run.reminders_sent += 1,
+            Err(e) => {
+                tracing::warn!(membership.id = %m.id, error.code = %e.code, "renewal reminder failed; not retried");
+                done.status = "failed".into();
+                done.error_code = Some(e.code.clone());
+                run.reminders_failed += 1;
+            }
+        }
+        renewal_reminders::finish(&mut *ctx.db.conn().await?, &done).await?;
+    }
+    Ok(())
+}
+
+/// Telegram DM when the buyer's Telegram id is known and the bot is configured, else email.
+fn channel_for(ctx: &JobContext, m: &MembershipRow) -> &'static str {
+    if ctx.providers.telegram.is_some() && m.telegram_user_id.is_some() {
+        "telegram"
+    } else if m.email.is_some() {
+        "email"
+    } else {
+        "none"
+    }
+}
+
+/// Sends one reminder; a buyer the bot cannot message gets it by email when an address is known.
+async fn deliver_reminder(ctx: &JobContext, m: &MembershipRow, text: &str, message_id: &str) -> (&'static str, Result<(), ProviderError>) {
+    let subject = "Your access is ending soon";
+    if let (Some(tg), Some(user)) = (&ctx.providers.telegram, m.telegram_user_id) {
+        match tg.send_message(user, text).await {
+            Ok(()) => return ("telegram", Ok(())),
+            Err(e) if e.class == ErrorClass::MemberPermanent && m.email.is_some() => {}
+            Err(e) => return ("telegram", Err(e)),
+        }
+    }
+    match &m.email {
+        Some(email) => ("email", ctx.providers.mailer.send(email, subject, text, None, message_id).await),
+        None => ("none", Err(ProviderError::identity_missing("telegram_user_id or email"))),
+    }
+}
+
+fn reminder_text(product: &str, period_end: Millis, now: Millis) -> String {
+    let when = chrono::DateTime::from_timestamp_millis(period_end)
+        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| rfc3339(period_end));
+    format!(
+        "Your access to {product} ends on {when} (in {}). Renew before then to keep your access.",
+        human(Duration::from_millis(u64::try_from(period_end - now).unwrap_or(0)))
+    )
+}
+
+fn human(left: Duration) -> String {
+    let secs = left.as_secs();
+    let (n, unit) = match secs {
+        s if s >= 86_400 => (s.div_ceil(86_400), "day"),
+        s if s >= 3_600 => (s.div_ceil(3_600), "hour"),
+        s if s >= 60 => (s.div_ceil(60), "minute"),
+        s => (s.max(1), "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn periods(list: &str) -> Vec<Period> {
+        hilt_shared::domain::duration::parse_list(list).expect("offsets")
+    }
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn only_thresholds_already_crossed_and_inside_the_period_are_due() {
+        let offsets = periods("7d,3d,1d");
+        let end = 100 * DAY;
+        assert!(due_offsets(&offsets, end, Some(30 * DAY), end - 8 * DAY).is_empty());
+        assert_eq!(due_offsets(&offsets, end, Some(30 * DAY), end - 5 * DAY), [7 * DAY]);
+        assert_eq!(due_offsets(&offsets, end, Some(30 * DAY), end - DAY / 2), [DAY, 3 * DAY, 7 * DAY]);
+        // A two-day pass never gets the 7- or 3-day reminder.
+        assert_eq!(due_offsets(&offsets, end, Some(2 * DAY), end - DAY / 2), [DAY]);
+    }
+
+    #[test]
+    fn the_most_urgent_unsent_threshold_is_sent_and_older_ones_are_skipped() {
+        assert_eq!(plan_reminders(&[7], &[]), (Some(7), vec![]));
+        assert_eq!(plan_reminders(&[3, 7], &[7]), (Some(3), vec![]));
+        assert_eq!(plan_reminders(&[1, 3, 7], &[]), (Some(1), vec![3, 7]));
+        assert_eq!(plan_reminders(&[3, 7], &[3, 7]), (None, vec![]));
+        // Sent the 3-day one already: a 7-day one not on record is stale, not sent.
+        assert_eq!(plan_reminders(&[3, 7], &[3]), (None, vec![7]));
+    }
+
+    #[test]
+    fn time_left_reads_naturally() {
+        assert_eq!(human(Duration::from_secs(3 * 86_400)), "3 days");
+        assert_eq!(human(Duration::from_secs(86_400)), "1 day");
+        assert_eq!(human(Duration::from_secs(5_000)), "2 hours");
+        assert_eq!(human(Duration::from_millis(1_500)), "1 second");
+    }
+}
