@@ -176,7 +176,7 @@ backend_test!(a_worker_lost_mid_send_is_not_resent_over_smtp_but_is_into_the_out
     // and the job handed back to the queue.
     for id in [&outbox_id, &smtp_id] {
         sqlx::query("UPDATE proof_emails SET status = 'sending', attempts = 1, sending_until = 1 WHERE id = $1")
-            .bind(&id)
+            .bind(id)
             .execute(r.app.db.pool())
             .await
             .expect("simulate a lost claim");
