@@ -20,6 +20,8 @@ use crate::routes::{admin, health, memberships, ops, payments, products, receipt
         ops::resume_queue, ops::attention, ops::metrics,
         memberships::get_membership, memberships::list_attempts, memberships::retry_delivery,
         memberships::delivery_support_ticket, memberships::delivery_diagnostics,
+        memberships::list_memberships, memberships::lookup_memberships, memberships::update_notes,
+        memberships::update_profile, memberships::gift_membership, memberships::renewal_intelligence,
         receipts::list_receipts, receipts::get_receipt, receipts::update_invoice_metadata, receipts::get_receipt_pdf,
         receipts::send_proof,
         receipts::get_public_receipt, receipts::verify_receipt, receipts::receipt_keys,

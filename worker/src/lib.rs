@@ -3,6 +3,7 @@
 pub mod context;
 pub mod jobs;
 pub mod relay;
+pub mod renewal;
 pub mod runner;
 pub mod sweeper;
 

@@ -38,6 +38,7 @@ pub async fn run_with(ctx: Arc<JobContext>, transport: Transport, shutdown: impl
         tokio::spawn(relay_loop(ctx.clone(), transport.clone(), stop_rx.clone())),
         tokio::spawn(sweeper_loop(ctx.clone(), transport.clone(), stop_rx.clone())),
         tokio::spawn(heartbeat_loop(ctx.clone(), stop_rx.clone())),
+        tokio::spawn(crate::renewal::run_loop(ctx.clone(), stop_rx.clone())),
     ];
 
     let mut monitor = Monitor::new().shutdown_timeout(SHUTDOWN_GRACE);

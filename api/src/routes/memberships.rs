@@ -85,3 +85,110 @@ pub async fn delivery_diagnostics(
 ) -> Result<Json<DeliveryDiagnostics>, ApiError> {
     Ok(Json(diagnostics::diagnose(&state.db, &state.providers, &merchant.id, &id).await?))
 }
+
+// ── Ledger, lookup, notes, profile, gifts and renewal intelligence ─────────────────────────
+
+/// The membership ledger, newest first.
+#[utoipa::path(get, path = "/v1/memberships", tag = "memberships",
+    params(("product_id" = Option<String>, Query), ("status" = Option<String>, Query, description = "active, grace, expired or cancelled"),
+        ("platform" = Option<String>, Query, description = "telegram or discord"),
+        ("q" = Option<String>, Query, description = "Search handle, label, wallet, Telegram/Discord user id, membership and payment ids"),
+        ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, body = super::List<MembershipView>), (status = 422)), security(("api_key" = [])))]
+pub async fn list_memberships(
+    merchant: Merchant,
+    State(state): State<AppState>,
+    crate::extract::QueryPairs(query): crate::extract::QueryPairs,
+) -> Result<Json<super::List<MembershipView>>, ApiError> {
+    let page = crate::extract::Page::from_query(&query)?;
+    let get = |name: &str| query.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let filter = hilt_shared::service::memberships::ListMemberships {
+        product_id: get("product_id"),
+        status: get("status"),
+        platform: get("platform"),
+        q: get("q"),
+    };
+    let (rows, total) = hilt_shared::service::memberships::list(&state.db, &merchant.id, filter, page.limit, page.offset).await?;
+    Ok(Json(super::List { data: rows.iter().map(MembershipView::from).collect(), total, limit: page.limit, offset: page.offset }))
+}
+
+/// Find a buyer's memberships by exactly one of `wallet`, `identity` (Telegram or Discord user
+/// id, or handle) or `tx_signature` (of any of their payments). 404 when none match.
+#[utoipa::path(get, path = "/v1/memberships/lookup", tag = "memberships",
+    params(("wallet" = Option<String>, Query), ("identity" = Option<String>, Query), ("tx_signature" = Option<String>, Query),
+        ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, body = super::List<MembershipView>), (status = 404), (status = 422)), security(("api_key" = [])))]
+pub async fn lookup_memberships(
+    merchant: Merchant,
+    State(state): State<AppState>,
+    crate::extract::QueryPairs(query): crate::extract::QueryPairs,
+) -> Result<Json<super::List<MembershipView>>, ApiError> {
+    let page = crate::extract::Page::from_query(&query)?;
+    let get = |name: &str| query.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let by = hilt_shared::service::memberships::LookupMembership {
+        wallet: get("wallet"),
+        identity: get("identity"),
+        tx_signature: get("tx_signature"),
+    };
+    let (rows, total) = hilt_shared::service::memberships::lookup(&state.db, &merchant.id, by, page.limit, page.offset).await?;
+    Ok(Json(super::List { data: rows.iter().map(MembershipView::from).collect(), total, limit: page.limit, offset: page.offset }))
+}
+
+/// Merchant-only notes; `null` or "" clears them.
+#[utoipa::path(patch, path = "/v1/memberships/{id}/notes", tag = "memberships", params(("id" = String, Path)),
+    request_body = hilt_shared::service::memberships::UpdateNotes,
+    responses((status = 200, body = MembershipView), (status = 404), (status = 422)), security(("api_key" = [])))]
+pub async fn update_notes(
+    merchant: Merchant,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    crate::extract::ApiJson(input): crate::extract::ApiJson<hilt_shared::service::memberships::UpdateNotes>,
+) -> Result<Json<MembershipView>, ApiError> {
+    let m = hilt_shared::service::memberships::update_notes(&state.db, &merchant.id, &id, input).await?;
+    Ok(Json(MembershipView::from(&m)))
+}
+
+/// Display corrections: `handle`, `label`. Absent fields are kept; `null` or "" clears one.
+#[utoipa::path(patch, path = "/v1/memberships/{id}/profile", tag = "memberships", params(("id" = String, Path)),
+    request_body = hilt_shared::service::memberships::UpdateProfile,
+    responses((status = 200, body = MembershipView), (status = 404), (status = 422)), security(("api_key" = [])))]
+pub async fn update_profile(
+    merchant: Merchant,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    crate::extract::ApiJson(input): crate::extract::ApiJson<hilt_shared::service::memberships::UpdateProfile>,
+) -> Result<Json<MembershipView>, ApiError> {
+    let m = hilt_shared::service::memberships::update_profile(&state.db, &merchant.id, &id, input).await?;
+    Ok(Json(MembershipView::from(&m)))
+}
+
+/// Extend access by `days` without a payment, from max(now, current_period_end). Access becomes
+/// active again; access that was revoked is delivered again (trigger `renewal`). 409 for
+/// lifetime access.
+#[utoipa::path(post, path = "/v1/memberships/{id}/gift", tag = "memberships", params(("id" = String, Path)),
+    request_body = hilt_shared::service::memberships::Gift,
+    responses((status = 200, body = MembershipView), (status = 404), (status = 409), (status = 422)), security(("api_key" = [])))]
+pub async fn gift_membership(
+    merchant: Merchant,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    crate::extract::ApiJson(input): crate::extract::ApiJson<hilt_shared::service::memberships::Gift>,
+) -> Result<Json<MembershipView>, ApiError> {
+    let m = hilt_shared::service::memberships::gift(&state.db, &merchant.id, &id, input).await?;
+    Ok(Json(MembershipView::from(&m)))
+}
+
+/// Who is about to lapse, who is in grace, what churned and what renewed.
+#[utoipa::path(get, path = "/v1/memberships/renewal-intelligence", tag = "memberships",
+    params(("product_id" = Option<String>, Query),
+        ("within_days" = Option<i64>, Query, description = "Window of expiring memberships, 1 to 365 (default 30)")),
+    responses((status = 200, body = hilt_shared::views::renewals::RenewalIntelligence), (status = 422)), security(("api_key" = [])))]
+pub async fn renewal_intelligence(
+    merchant: Merchant,
+    State(state): State<AppState>,
+    crate::extract::QueryPairs(query): crate::extract::QueryPairs,
+) -> Result<Json<hilt_shared::views::renewals::RenewalIntelligence>, ApiError> {
+    let get = |name: &str| query.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let filter = hilt_shared::service::renewals::IntelligenceQuery { product_id: get("product_id"), within_days: get("within_days") };
+    Ok(Json(hilt_shared::service::renewals::intelligence(&state.db, &merchant.id, filter).await?))
+}

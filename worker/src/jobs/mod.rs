@@ -3,6 +3,7 @@
 
 pub mod delivery;
 pub mod proof_email;
+pub mod revoke;
 pub mod webhook;
 
 use std::time::Duration;
@@ -52,6 +53,7 @@ async fn run_claimed(ctx: &JobContext, job: JobRow) {
         match job.queue.as_str() {
             "delivery" => delivery::run(ctx, &job).await,
             "proof_email" => proof_email::run(ctx, &job).await,
+            "revoke" => revoke::run(ctx, &job).await,
             "webhook" => webhook::run(ctx, &job).await,
             other => {
                 finish_alone(ctx, &job, Finish::Dead { error: format!("no handler for queue {other}") }).await

@@ -1,0 +1,313 @@
+//! Renewals end to end (SPEC §8): grace and expiry with events, access removal through the fake
+//! Telegram and Discord servers, renewals and gifts that bring access back, reminders sent once,
+//! and renewal intelligence.
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::http::StatusCode;
+use common::{
+    TestApp, assert_error,
+    rescue::{CHAT, GUILD, ROLE, Rescue},
+};
+use hilt_shared::config::Schedule;
+use serde_json::{Value, json};
+
+/// The app with a fast renewal loop and the given reminder offsets (set before the worker
+/// context is built from the config).
+fn with_renewals(mut app: TestApp, interval: &str, reminders: &str) -> TestApp {
+    let mut config = (*app.config).clone();
+    config.renewal_interval = interval.parse().expect("interval");
+    config.renewal_reminders = Schedule(hilt_shared::domain::duration::parse_list(reminders).expect("reminders"));
+    app.config = Arc::new(config);
+    app
+}
+
+async fn short_telegram_product(r: &Rescue, period: &str, grace: &str) -> String {
+    r.product(json!({"name": "Daily VIP", "platform": "telegram", "telegram_chat_id": CHAT,
+        "price": {"amount": "1", "currency": "USDC"}, "recurring": true, "period": period, "grace_period": grace})).await
+}
+
+async fn event_count(r: &Rescue, membership: &str, kind: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE membership_id = $1 AND type = $2")
+        .bind(membership)
+        .bind(kind)
+        .fetch_one(r.app.db.pool())
+        .await
+        .expect("count")
+}
+
+async fn wait_for_job(r: &Rescue, membership: &str, queue: &str, status: &str) {
+    for _ in 0..600 {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE membership_id = $1 AND queue = $2 AND status = $3")
+            .bind(membership)
+            .bind(queue)
+            .bind(status)
+            .fetch_one(r.app.db.pool())
+            .await
+            .expect("count");
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {queue} job for {membership} became {status}");
+}
+
+fn reminder_dms(r: &Rescue, user: i64) -> Vec<String> {
+    r.tg.dms_to(user).into_iter().filter(|t| t.contains("Renew before then")).collect()
+}
+
+backend_test!(a_lapsed_telegram_membership_goes_to_grace_expires_and_is_removed_without_a_ban, |app| {
+    let mut r = Rescue::start(with_renewals(app, "100ms", "")).await;
+    r.tg.add_user(7001);
+    r.tg.add_member(CHAT, 7001, "member");
+    r.start_worker();
+    let product = short_telegram_product(&r, "1s", "1s").await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 7001})).await;
+    r.wait_for_status(&membership, "delivered").await;
+
+    let m = r.wait_for(&membership, "expired and revoked", |m| m["status"] == "expired" && m["delivery_status"] == "revoked").await;
+    assert_eq!(m["delivery"]["last_error"], Value::Null);
+    assert_eq!(event_count(&r, &membership, "membership.grace").await, 1);
+    assert_eq!(event_count(&r, &membership, "membership.expired").await, 1);
+    assert_eq!(event_count(&r, &membership, "membership.revoked").await, 1);
+    let order: Vec<String> = sqlx::query_scalar("SELECT type FROM events WHERE membership_id = $1 AND type LIKE 'membership.%' ORDER BY created_at")
+        .bind(&membership).fetch_all(r.app.db.pool()).await.expect("events");
+    assert_eq!(order, ["membership.grace", "membership.expired", "membership.revoked"]);
+
+    assert_eq!(r.tg.member_status(CHAT, 7001).as_deref(), Some("left"), "removed from the chat");
+    assert!(!r.tg.is_banned(CHAT, 7001), "not left banned: the buyer can come back after paying");
+    assert_eq!(r.tg.calls("banchatmember").len(), 1);
+    let attempts = r.attempts(&membership).await;
+    let revokes: Vec<&Value> = attempts.iter().filter(|a| a["trigger"] == "revoke").collect();
+    assert_eq!(revokes.len(), 1, "{attempts:?}");
+    assert_eq!(revokes[0]["outcome"], "succeeded");
+    assert_eq!(revokes[0]["provider"], "telegram");
+
+    // Nothing more happens on later runs.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(r.tg.calls("banchatmember").len(), 1);
+    assert_eq!(event_count(&r, &membership, "membership.expired").await, 1);
+    r.stop_workers().await;
+});
+
+backend_test!(an_expired_discord_membership_loses_its_role, |app| {
+    let mut r = Rescue::start(with_renewals(app, "100ms", "")).await;
+    r.dc.add_member(GUILD, "5005", &[]);
+    r.start_worker();
+    let product = r.product(json!({"name": "Role", "platform": "discord", "discord_guild_id": GUILD, "discord_role_id": ROLE,
+        "price": {"amount": "1", "currency": "USDC"}, "recurring": true, "period": "1s", "grace_period": "1s"})).await;
+    let (_, membership) = r.paid(&product, json!({"discord_user_id": "5005"})).await;
+    r.wait_for_status(&membership, "delivered").await;
+    assert_eq!(r.dc.roles_of(GUILD, "5005"), Some(vec![ROLE.to_owned()]));
+    r.wait_for(&membership, "revoked", |m| m["delivery_status"] == "revoked").await;
+    assert_eq!(r.dc.roles_of(GUILD, "5005"), Some(vec![]), "the role is removed, the member stays in the guild");
+    let attempts = r.attempts(&membership).await;
+    assert!(attempts.iter().any(|a| a["trigger"] == "revoke" && a["provider"] == "discord" && a["outcome"] == "succeeded"));
+    r.stop_workers().await;
+});
+
+backend_test!(a_failed_removal_is_retried_on_the_schedule, |app| {
+    let mut r = Rescue::start(with_renewals(app, "100ms", "")).await;
+    r.dc.add_member(GUILD, "6006", &[]);
+    r.start_worker();
+    let product = r.product(json!({"name": "Role", "platform": "discord", "discord_guild_id": GUILD, "discord_role_id": ROLE,
+        "price": {"amount": "1", "currency": "USDC"}, "recurring": true, "period": "1s", "grace_period": "0s"})).await;
+    let (_, membership) = r.paid(&product, json!({"discord_user_id": "6006"})).await;
+    r.wait_for_status(&membership, "delivered").await;
+    r.dc.fail_next("remove_role", hilt_shared::testing::Failure::Status(502));
+    r.wait_for(&membership, "revoked", |m| m["delivery_status"] == "revoked").await;
+    let revokes: Vec<Value> = r.attempts(&membership).await.into_iter().filter(|a| a["trigger"] == "revoke").collect();
+    assert_eq!(revokes.len(), 2, "{revokes:?}");
+    assert_eq!(revokes[0]["outcome"], "failed");
+    assert_eq!(revokes[0]["error"]["code"], "provider_5xx");
+    assert_eq!(revokes[1]["outcome"], "succeeded");
+    assert_eq!(r.dc.roles_of(GUILD, "6006"), Some(vec![]));
+    r.stop_workers().await;
+});
+
+backend_test!(a_renewal_paid_in_grace_brings_access_back_to_active, |app| {
+    let r = Rescue::start(with_renewals(app, "1h", "")).await;
+    r.tg.add_user(7101);
+    let product = short_telegram_product(&r, "1s", "1h").await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 7101})).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let run = hilt_worker::renewal::tick(&r.ctx).await.expect("tick").expect("lease");
+    assert_eq!(run.entered_grace, 1);
+    assert_eq!(r.membership(&membership).await["status"], "grace");
+
+    let (renewal, same) = r.paid(&product, json!({"telegram_user_id": 7101})).await;
+    assert_eq!(same, membership, "the renewal extends the same membership");
+    let m = r.membership(&membership).await;
+    assert_eq!(m["status"], "active");
+    assert_eq!(m["last_payment_id"], renewal.as_str());
+    assert_eq!(event_count(&r, &membership, "membership.renewed").await, 1);
+    let run = hilt_worker::renewal::tick(&r.ctx).await.expect("tick").expect("lease");
+    assert_eq!((run.entered_grace, run.expired), (0, 0));
+    assert_eq!(r.membership(&membership).await["status"], "active");
+});
+
+backend_test!(a_pending_revoke_for_a_renewed_membership_does_nothing, |app| {
+    let mut r = Rescue::start(with_renewals(app, "1h", "")).await;
+    r.tg.add_user(7201);
+    r.tg.add_member(CHAT, 7201, "member");
+    let product = short_telegram_product(&r, "1s", "1s").await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 7201})).await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    // No worker yet: the revoke job waits in the outbox.
+    let run = hilt_worker::renewal::tick(&r.ctx).await.expect("tick").expect("lease");
+    assert_eq!((run.entered_grace, run.expired), (1, 1));
+    assert_eq!(r.membership(&membership).await["status"], "expired");
+    assert_eq!(r.app.count("SELECT COUNT(*) FROM jobs WHERE membership_id = $1 AND queue = 'revoke' AND status = 'queued'", &membership).await, 1);
+
+    r.paid(&product, json!({"telegram_user_id": 7201})).await;
+    assert_eq!(r.membership(&membership).await["status"], "active");
+    r.start_worker();
+    wait_for_job(&r, &membership, "revoke", "done").await;
+    r.wait_for_status(&membership, "delivered").await;
+    assert!(r.tg.calls("banchatmember").is_empty(), "the provider was not called");
+    assert_eq!(r.tg.member_status(CHAT, 7201).as_deref(), Some("member"));
+    assert!(r.attempts(&membership).await.iter().all(|a| a["trigger"] != "revoke"), "no revoke attempt");
+    r.stop_workers().await;
+});
+
+backend_test!(a_gift_redelivers_access_that_was_revoked, |app| {
+    let mut r = Rescue::start(with_renewals(app, "100ms", "")).await;
+    r.tg.add_user(7301);
+    r.tg.add_member(CHAT, 7301, "member");
+    r.start_worker();
+    let product = short_telegram_product(&r, "1s", "1s").await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 7301})).await;
+    r.wait_for(&membership, "revoked", |m| m["delivery_status"] == "revoked").await;
+    assert_eq!(r.tg.member_status(CHAT, 7301).as_deref(), Some("left"));
+
+    let g = r.app.post(&format!("/v1/memberships/{membership}/gift"), &r.key, json!({"days": 3, "reason": "Goodwill"})).await;
+    assert_eq!(g.status, StatusCode::OK, "{}", g.body);
+    assert_eq!(g.body["status"], "active");
+    assert_eq!(g.body["delivery_status"], "pending");
+    let m = r.wait_for_status(&membership, "delivered").await;
+    assert_eq!(m["status"], "active");
+    let attempts = r.attempts(&membership).await;
+    let last = attempts.last().expect("attempts");
+    assert_eq!((last["trigger"].as_str(), last["outcome"].as_str()), (Some("renewal"), Some("succeeded")));
+    assert_eq!(r.tg.invite_links(CHAT).len(), 2, "a fresh invite link for the gifted access");
+    assert_eq!(event_count(&r, &membership, "membership.gifted").await, 1);
+    r.stop_workers().await;
+});
+
+backend_test!(reminders_are_sent_once_each_before_the_period_ends, |app| {
+    let mut r = Rescue::start(with_renewals(app, "100ms", "3s,1500ms")).await;
+    r.tg.add_user(7401);
+    r.start_worker();
+    let product = short_telegram_product(&r, "4s", "1h").await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 7401})).await;
+    r.wait_for_status(&membership, "delivered").await;
+    assert!(reminder_dms(&r, 7401).is_empty(), "no reminder before the first threshold");
+    r.wait_for(&membership, "grace", |m| m["status"] == "grace").await;
+    let dms = reminder_dms(&r, 7401);
+    assert_eq!(dms.len(), 2, "{dms:?}");
+    assert!(dms[0].contains("Daily VIP"), "{}", dms[0]);
+    let rows: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT offset_ms, status, channel FROM renewal_reminders WHERE membership_id = $1 ORDER BY offset_ms DESC")
+            .bind(&membership).fetch_all(r.app.db.pool()).await.expect("reminders");
+    assert_eq!(rows, [(3_000, "sent".to_owned(), "telegram".to_owned()), (1_500, "sent".to_owned(), "telegram".to_owned())]);
+    // Later runs send nothing more for this period.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(reminder_dms(&r, 7401).len(), 2);
+    r.stop_workers().await;
+});
+
+backend_test!(a_buyer_without_telegram_gets_the_reminder_by_email, |app| {
+    let r = Rescue::start(with_renewals(app, "1h", "2s")).await;
+    r.dc.add_member(GUILD, "7501", &[]);
+    let product = r.product(json!({"name": "Role", "platform": "discord", "discord_guild_id": GUILD, "discord_role_id": ROLE,
+        "price": {"amount": "1", "currency": "USDC"}, "recurring": true, "period": "3s"})).await;
+    let (_, membership) = r.paid(&product, json!({"discord_user_id": "7501", "email": "buyer@example.com"})).await;
+    let (_, silent) = r.paid(&product, json!({"discord_user_id": "7502"})).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    for _ in 0..3 {
+        hilt_worker::renewal::tick(&r.ctx).await.expect("tick").expect("lease");
+    }
+    let mails: Vec<String> = std::fs::read_dir(r.outbox.path()).expect("outbox").filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("reminder-")).collect();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(mails[0].contains(&membership));
+    let channels: Vec<(String, String)> = sqlx::query_as("SELECT membership_id, status || '/' || channel FROM renewal_reminders ORDER BY status")
+        .fetch_all(r.app.db.pool()).await.expect("rows");
+    assert!(channels.contains(&(membership.clone(), "sent/email".to_owned())), "{channels:?}");
+    assert!(channels.contains(&(silent.clone(), "skipped/none".to_owned())), "no channel: recorded, not sent: {channels:?}");
+});
+
+backend_test!(renewal_intelligence_counts_expiring_grace_churn_and_renewals, |app| {
+    let r = Rescue::start(with_renewals(app, "1h", "")).await;
+    let monthly = r.telegram_product().await;
+    let short = short_telegram_product(&r, "1s", "1s").await;
+    let (_, a) = r.paid(&monthly, json!({"telegram_user_id": 8001})).await;
+    let (_, b) = r.paid(&monthly, json!({"telegram_user_id": 8002})).await;
+    let (_, c) = r.paid(&monthly, json!({"telegram_user_id": 8003})).await;
+    let (_, d) = r.paid(&monthly, json!({"telegram_user_id": 8004})).await;
+    let (_, e) = r.paid(&short, json!({"telegram_user_id": 8005})).await;
+    let now = hilt_shared::clock::now_ms();
+    let day = 86_400_000i64;
+    for (id, end, status) in [(&a, now + 2 * day, "active"), (&b, now + 20 * day, "active"), (&c, now + 60 * day, "active"), (&d, now - 3_600_000, "grace")] {
+        sqlx::query("UPDATE memberships SET current_period_end = $1, status = $2 WHERE id = $3")
+            .bind(end).bind(status).bind(id).execute(r.app.db.pool()).await.expect("update");
+    }
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let run = hilt_worker::renewal::tick(&r.ctx).await.expect("tick").expect("lease");
+    assert_eq!(run.expired, 1, "{run:?}");
+    r.paid(&monthly, json!({"telegram_user_id": 8003})).await;
+    let g = r.app.post(&format!("/v1/memberships/{b}/gift"), &r.key, json!({"days": 1, "reason": "Loyalty"})).await;
+    assert_eq!(g.status, StatusCode::OK, "{}", g.body);
+
+    let all = r.app.get("/v1/memberships/renewal-intelligence", &r.key).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    assert_eq!(all.body["summary"], json!({"active": 3, "expiring_7d": 1, "expiring_30d": 2, "in_grace": 1, "expired_30d": 1, "renewed_30d": 1}));
+    assert_eq!(all.body["within_days"], 30);
+    let expiring: Vec<&str> = all.body["expiring_memberships"].as_array().expect("list").iter()
+        .map(|m| m["membership_id"].as_str().expect("id")).collect();
+    assert_eq!(expiring, [d.as_str(), a.as_str(), b.as_str()], "soonest first, grace included");
+    let first = &all.body["expiring_memberships"][0];
+    assert_eq!(first["status"], "grace");
+    assert_eq!(first["days_left"], -1);
+    assert_eq!(first["cancel_at_period_end"], false);
+    assert_eq!(first["collection_state"], "paid");
+    assert!(first["paid_through"].is_string() && first["access_ends_at"].is_string());
+    assert_eq!(all.body["expiring_memberships"][1]["identity"]["telegram_user_id"], 8001);
+
+    let reports = all.body["product_reports"].as_array().expect("reports");
+    let report = |id: &str| reports.iter().find(|p| p["product_id"] == id).cloned().expect("report");
+    let m = report(&monthly);
+    assert_eq!((m["active"].as_i64(), m["expiring"].as_i64(), m["in_grace"].as_i64()), (Some(3), Some(2), Some(1)));
+    assert_eq!((m["churned"].as_i64(), m["renewed"].as_i64(), m["gifted"].as_i64()), (Some(0), Some(1), Some(1)));
+    let s = report(&short);
+    assert_eq!((s["active"].as_i64(), s["churned"].as_i64()), (Some(0), Some(1)));
+
+    let kinds: Vec<&str> = all.body["recent_events"].as_array().expect("events").iter().map(|e| e["type"].as_str().expect("type")).collect();
+    for kind in ["membership.grace", "membership.expired", "membership.renewed", "membership.gifted"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    assert_eq!(kinds[0], "membership.gifted", "newest first");
+    assert!(all.body["recent_events"][0]["data"]["reason"] == "Loyalty");
+
+    let week = r.app.get("/v1/memberships/renewal-intelligence?within_days=7", &r.key).await;
+    assert_eq!(week.body["expiring_memberships"].as_array().map(Vec::len), Some(2));
+    let only_short = r.app.get(&format!("/v1/memberships/renewal-intelligence?product_id={short}"), &r.key).await;
+    assert_eq!(only_short.body["summary"]["active"], 0);
+    assert_eq!(only_short.body["summary"]["expired_30d"], 1);
+    assert_eq!(only_short.body["summary"]["renewed_30d"], 0);
+    assert_eq!(only_short.body["product_reports"].as_array().map(Vec::len), Some(1));
+    assert!(only_short.body["recent_events"].as_array().expect("events").iter().all(|ev| ev["membership_id"] == e.as_str()));
+    for bad in ["within_days=0", "within_days=366", "within_days=abc"] {
+        let res = r.app.get(&format!("/v1/memberships/renewal-intelligence?{bad}"), &r.key).await;
+        assert_error(&res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(res.body["error"]["param"], "within_days");
+    }
+    let stranger = r.app.merchant().await;
+    let theirs = r.app.get("/v1/memberships/renewal-intelligence", &stranger).await;
+    assert_eq!(theirs.body["summary"], json!({"active": 0, "expiring_7d": 0, "expiring_30d": 0, "in_grace": 0, "expired_30d": 0, "renewed_30d": 0}));
+    assert_eq!(theirs.body["recent_events"], json!([]));
+    assert_eq!(theirs.body["product_reports"], json!([]));
+});
