@@ -18,10 +18,11 @@ async fn confirmed_backlog(r: &Rescue, n: usize) -> String {
     let product = r.product(json!({"name": "Static", "platform": "telegram", "fallback_invite_url": "https://t.me/+s",
         "price": {"amount": "1", "currency": "USD"}})).await;
     let merchant = merchants::authenticate(&r.app.db, &r.key).await.expect("auth").expect("merchant").id;
+    let batch = hilt_shared::domain::ids::random_token(6);
     let started = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
-            let (db, signer, merchant, product) = (r.app.db.clone(), r.app.signer.clone(), merchant.clone(), product.clone());
+            let (db, signer, merchant, product, batch) = (r.app.db.clone(), r.app.signer.clone(), merchant.clone(), product.clone(), batch.clone());
             async move {
                 let input = CreatePayment {
                     product_id: product,
@@ -32,7 +33,7 @@ async fn confirmed_backlog(r: &Rescue, n: usize) -> String {
                     metadata: None,
                 };
                 let p = payments::create(&db, &merchant, input).await.expect("create payment");
-                payments::confirm(&db, &signer, &p.payment.id, &format!("tx-{i}")).await.expect("confirm");
+                payments::confirm(&db, &signer, &p.payment.id, &format!("tx-{batch}-{i}")).await.expect("confirm");
             }
         })
         .buffer_unordered(8)
@@ -55,6 +56,12 @@ async fn all_delivered(r: &Rescue, merchant: &str, n: i64, limit: Duration) -> D
             return started.elapsed();
         }
         assert!(started.elapsed() < limit, "only {delivered} of {n} delivered after {limit:?}");
+        let secs = started.elapsed().as_secs();
+        if secs > 0 && secs % 5 == 0 && started.elapsed().subsec_millis() < 250 {
+            let running = count(r, "SELECT COUNT(*) FROM jobs WHERE merchant_id = $1 AND status = 'running'", merchant).await;
+            let enqueued = count(r, "SELECT COUNT(*) FROM jobs WHERE merchant_id = $1 AND status = 'enqueued'", merchant).await;
+            eprintln!("progress {secs:>4} s: {delivered}/{n} delivered, {running} running, {enqueued} in the transport");
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -149,7 +156,7 @@ backend_test!(redis_memory_does_not_grow_with_jobs_ever_run, |app| {
     let mut sizes = Vec::new();
     for round in 1..=3 {
         let merchant = confirmed_backlog(&r, 1_000).await;
-        all_delivered(&r, &merchant, 1_000, Duration::from_secs(300)).await;
+        all_delivered(&r, &merchant, round * 1_000, Duration::from_secs(300)).await;
         r.transport.vacuum().await.expect("vacuum");
         let (_, bytes) = redis_bytes(&url, &prefix).await;
         eprintln!("after {} jobs: {bytes} bytes", round * 1_000);

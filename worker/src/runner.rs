@@ -4,11 +4,12 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use apalis::prelude::{BackendExt, BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderExt};
+use apalis_core::backend::ext::poll_strategy::BackoffConfig;
 use hilt_shared::{
     clock::now_ms,
     config::Config,
     providers::Providers,
-    queue::{Queue, transport::{JobRef, POLL_INTERVAL, Transport}},
+    queue::{Queue, transport::{JobRef, POLL_BUSY, POLL_IDLE_MAX, Transport}},
     storage::{Db, jobs, workers},
 };
 use tokio::sync::watch;
@@ -17,6 +18,7 @@ use crate::{JobContext, Tuning, relay, sweeper};
 
 /// How long in-flight jobs get to finish after SIGTERM before they are handed back.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+const RESTART_PAUSE: Duration = Duration::from_millis(500);
 
 /// Runs a worker until `shutdown` resolves.
 pub async fn run(db: Db, config: Arc<Config>, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -41,21 +43,31 @@ pub async fn run_with(ctx: Arc<JobContext>, transport: Transport, shutdown: impl
         tokio::spawn(crate::renewal::run_loop(ctx.clone(), stop_rx.clone())),
     ];
 
-    let mut monitor = Monitor::new().shutdown_timeout(SHUTDOWN_GRACE);
+    // A worker whose transport failed under it (Redis restarted or flushed, which also drops its
+    // registration) is rebuilt under a fresh name; the pause keeps a dead Redis from spinning.
+    let mut monitor = Monitor::new().shutdown_timeout(SHUTDOWN_GRACE).should_restart(|worker, error| {
+        tracing::warn!(worker = %worker.name(), restarts = worker.restarts(), error = %error, "queue worker failed; restarting");
+        // The restart callback is synchronous; on the multi-threaded runtime of the binaries a
+        // short blocking pause is allowed, elsewhere (single-threaded test runtimes) it would stall.
+        if tokio::runtime::Handle::try_current().is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread) {
+            tokio::task::block_in_place(|| std::thread::sleep(RESTART_PAUSE));
+        }
+        true
+    });
     for queue in Queue::ALL {
-        let name = format!("{}-{}", ctx.worker_id, queue.as_str());
+        let base = format!("{}-{}", ctx.worker_id, queue.as_str());
         let data = ctx.clone();
         monitor = match (transport.redis_storage(queue), transport.sqlite_storage(queue)) {
-            (Some(storage), _) => monitor.register(move |_| {
-                WorkerBuilder::new(name.as_str())
-                    .backend(storage.clone().poll_with_interval(POLL_INTERVAL))
+            (Some(storage), _) => monitor.register(move |restarts| {
+                WorkerBuilder::new(format!("{base}-r{restarts}"))
+                    .backend(storage.clone().poll_with_backoff(POLL_BUSY, BackoffConfig::new(POLL_IDLE_MAX)))
                     .data(data.clone())
                     .concurrency(concurrency)
                     .build(handle)
             }),
-            (None, Some(storage)) => monitor.register(move |_| {
-                WorkerBuilder::new(name.as_str())
-                    .backend(storage.clone().poll_with_interval(POLL_INTERVAL))
+            (None, Some(storage)) => monitor.register(move |restarts| {
+                WorkerBuilder::new(format!("{base}-r{restarts}"))
+                    .backend(storage.clone().poll_with_backoff(POLL_BUSY, BackoffConfig::new(POLL_IDLE_MAX)))
                     .data(data.clone())
                     .concurrency(concurrency)
                     .build(handle)

@@ -21,9 +21,12 @@ pub struct JobRef {
     pub job_id: String,
 }
 
-/// How often idle workers look for work, and how quickly a dead worker's prefetched tasks
-/// are handed to a live one (heartbeat × missed heartbeats).
-pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How often a worker looks for work: every 5 ms while it finds some, backing off to 250 ms
+/// while idle (apalis fetches only on these ticks).
+pub const POLL_BUSY: Duration = Duration::from_millis(5);
+pub const POLL_IDLE_MAX: Duration = Duration::from_millis(250);
+/// How quickly a dead worker's prefetched tasks are handed to a live one
+/// (heartbeat × missed heartbeats).
 const HEARTBEAT: Duration = Duration::from_secs(2);
 const MISSED_HEARTBEATS: usize = 3;
 

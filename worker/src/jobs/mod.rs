@@ -46,7 +46,7 @@ pub async fn execute(ctx: &JobContext, job_id: &str) {
 
 async fn run_claimed(ctx: &JobContext, job: JobRow) {
     let started = std::time::Instant::now();
-    let keeper = keep_lease(ctx, &job.id);
+    let _keeper = keep_lease(ctx, &job.id);
     let result = if ctx.is_paused(&job.queue) {
         finish_alone(ctx, &job, Finish::RetryAt { at: now_ms() + 1_000, error: None, failed: false }).await
     } else {
@@ -60,7 +60,6 @@ async fn run_claimed(ctx: &JobContext, job: JobRow) {
             }
         }
     };
-    keeper.abort();
     match result {
         Ok(()) => tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "job finished"),
         Err(e) => {
@@ -83,13 +82,23 @@ pub async fn finish_alone(ctx: &JobContext, job: &JobRow, finish: Finish) -> any
     Ok(())
 }
 
+/// Stops renewing when dropped — also when the job's future is dropped mid-run (a queue worker
+/// restarted under it), so the lease then expires and the sweeper recovers the job.
+struct LeaseKeeper(tokio::task::JoinHandle<()>);
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Renews the job's lease every third of its length while the job runs.
-fn keep_lease(ctx: &JobContext, job_id: &str) -> tokio::task::JoinHandle<()> {
+fn keep_lease(ctx: &JobContext, job_id: &str) -> LeaseKeeper {
     let db = ctx.db.clone();
     let worker = ctx.worker_id.clone();
     let id = job_id.to_owned();
     let lease = ctx.lease_ms();
-    tokio::spawn(async move {
+    LeaseKeeper(tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(u64::try_from(lease / 3).unwrap_or(5_000))).await;
             let renewed = match db.conn().await {
@@ -100,5 +109,5 @@ fn keep_lease(ctx: &JobContext, job_id: &str) -> tokio::task::JoinHandle<()> {
                 tracing::warn!(job.id = %id, "could not renew the job lease");
             }
         }
-    })
+    }))
 }
