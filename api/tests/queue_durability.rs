@@ -92,10 +92,18 @@ fn redis_url() -> Option<String> {
 }
 
 backend_test!(a_backlog_queued_while_no_worker_runs_is_all_delivered_once, |app| {
-    // 50,000 on the scaled-out pair (Redis used to crash on more than ~8,000 due tasks);
-    // 5,000 on the embedded default keeps the SQLite run short.
-    let n = if app.db.backend() == Backend::Postgres && redis_url().is_some() { 50_000 } else { 5_000 };
+    // More than the ~8,000 due tasks that crashed apalis-redis workers, on the scaled-out pair;
+    // 5,000 on the embedded default. HILT_TEST_BACKLOG=50000 runs the full-size backlog
+    // (measured in bench/README.md); CI keeps the default to stay well inside its time limit.
+    let scaled_out = app.db.backend() == Backend::Postgres && redis_url().is_some();
+    let n = match std::env::var("HILT_TEST_BACKLOG").ok().and_then(|v| v.parse().ok()) {
+        Some(n) => n,
+        None if scaled_out => 12_000,
+        None => 5_000,
+    };
     let mut r = Rescue::start(app).await;
+    // Production timings: a large backlog must not be re-pushed or re-swept by test-speed timers.
+    r.set_tuning(hilt_worker::Tuning::from_config(&r.ctx.config));
     let merchant = confirmed_backlog(&r, n).await;
     assert_eq!(count(&r, "SELECT COUNT(*) FROM jobs WHERE merchant_id = $1 AND status = 'queued'", &merchant).await, n as i64);
     r.start_worker();

@@ -45,6 +45,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    hilt_shared::telemetry::init("pretty");
     let dir = tempfile::tempdir()?;
     let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
     let db = Db::connect(&url).await?;

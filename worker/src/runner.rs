@@ -117,11 +117,12 @@ async fn relay_loop(ctx: Arc<JobContext>, transport: Transport, mut stop: watch:
 }
 
 async fn sweeper_loop(ctx: Arc<JobContext>, transport: Transport, mut stop: watch::Receiver<bool>) {
-    let mut last_vacuum = tokio::time::Instant::now();
+    let mut last_slow_pass = tokio::time::Instant::now();
     loop {
-        match sweeper::tick(&ctx).await {
-            Ok(Some(_)) if last_vacuum.elapsed() >= ctx.tuning.vacuum_every => {
-                last_vacuum = tokio::time::Instant::now();
+        let slow_pass = last_slow_pass.elapsed() >= ctx.tuning.vacuum_every;
+        match sweeper::tick(&ctx, slow_pass).await {
+            Ok(Some(_)) if slow_pass => {
+                last_slow_pass = tokio::time::Instant::now();
                 if let Err(e) = transport.vacuum().await {
                     tracing::warn!(error = %e, "transport vacuum failed");
                 }

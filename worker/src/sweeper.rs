@@ -20,7 +20,9 @@ pub struct Swept {
 }
 
 /// One sweep if this worker holds the lease; None when another worker is sweeping.
-pub async fn tick(ctx: &JobContext) -> Result<Option<Swept>, sqlx::Error> {
+/// `look_for_owed` adds the costlier scan for owed deliveries that no job holds (a backstop,
+/// so the loop runs it at the slower vacuum cadence).
+pub async fn tick(ctx: &JobContext, look_for_owed: bool) -> Result<Option<Swept>, sqlx::Error> {
     let now = now_ms();
     let hold = i64::try_from(ctx.tuning.sweep_every.as_millis() * 5).unwrap_or(i64::MAX);
     if !leases::acquire(&mut *ctx.db.conn().await?, LEASE_NAME, &ctx.worker_id, now, now + hold).await? {
@@ -44,7 +46,8 @@ pub async fn tick(ctx: &JobContext) -> Result<Option<Swept>, sqlx::Error> {
     let stale_before = now - i64::try_from(ctx.tuning.requeue_after.as_millis()).unwrap_or(i64::MAX);
     swept.requeued_lost_in_transport = jobs::requeue_stale_enqueued(&mut *ctx.db.conn().await?, stale_before, now).await?;
 
-    for m in memberships::owed_without_job(&mut *ctx.db.conn().await?, 500).await? {
+    let owed = if look_for_owed { memberships::owed_without_job(&mut *ctx.db.conn().await?, 500).await? } else { Vec::new() };
+    for m in owed {
         let mut tx = ctx.db.begin().await?;
         if !jobs::has_live(&mut tx, &m.id, "delivery").await? {
             let job = DeliveryJob { membership_id: m.id.clone(), payment_id: Some(m.last_payment_id.clone()), trigger: Trigger::Automatic };

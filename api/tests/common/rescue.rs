@@ -67,6 +67,11 @@ impl Rescue {
         Self { app, tg, dc, key, ctx, transport, workers: Vec::new(), outbox, _queue_dir: queue_dir }
     }
 
+    /// Workers started from now on use these timings.
+    pub fn set_tuning(&mut self, tuning: Tuning) {
+        self.ctx = Arc::new(JobContext::new(self.ctx.db.clone(), self.ctx.config.clone(), self.ctx.providers.clone(), tuning));
+    }
+
     /// Starts one more in-process worker (its own worker id, same database and transport).
     pub fn start_worker(&mut self) {
         let ctx = Arc::new(JobContext::new(

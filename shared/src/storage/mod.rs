@@ -73,9 +73,10 @@ impl Db {
                     .await?
             }
             Backend::Postgres => {
+                // Enough for a worker's concurrency plus its relay, sweeper and lease keepers.
                 AnyPoolOptions::new()
-                    .max_connections(20)
-                    .acquire_timeout(Duration::from_secs(5))
+                    .max_connections(40)
+                    .acquire_timeout(Duration::from_secs(10))
                     .connect(url)
                     .await?
             }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use hilt_shared::{
     clock::{now_ms, rfc3339},
-    domain::{AttemptId, DeliveryStatus, MembershipStatus, Platform, retry::next_delay},
+    domain::{DeliveryStatus, MembershipStatus, Platform, retry::next_delay},
     providers::{ErrorClass, ProviderError},
     queue::{DeliveryJob, Trigger},
     service::{payments::record_event, support},
@@ -13,12 +13,12 @@ use hilt_shared::{
         attempts::{self, AttemptRow},
         jobs::{self, Finish, JobRow},
         memberships::{self, MembershipRow},
-        products::{self, ProductRow},
+        products::ProductRow,
     },
     views::MembershipView,
 };
 
-use super::finish_alone;
+use super::{attempt, finish_alone};
 use crate::JobContext;
 
 /// Invite links stay valid this long; a buyer who misses it gets a new one from a retry.
@@ -77,54 +77,13 @@ pub async fn run(ctx: &JobContext, job: &JobRow) -> anyhow::Result<()> {
 
     // 1. Reload by id, skip what is already done, take the membership's attempt lock, and
     //    write the attempt row — all committed before the provider is called.
-    let mut tx = ctx.db.begin().await?;
-    let Some(membership) = memberships::get_any(&mut tx, &intent.membership_id).await? else {
-        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Done, now).await?;
-        tx.commit().await?;
+    let Some(ready) = attempt::prepare(ctx, job, &intent.membership_id, now, |m| nothing_to_do(m, intent.trigger)).await? else {
         return Ok(());
     };
-    if let Some(reason) = nothing_to_do(&membership, intent.trigger) {
-        tracing::info!(reason, "delivery not needed");
-        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Done, now).await?;
-        tx.commit().await?;
-        return Ok(());
-    }
-    let lock_until = now + ctx.lease_ms();
-    if !memberships::lock_for_attempt(&mut tx, &membership.id, &job.id, now, lock_until).await? {
-        let wait = now + i64::try_from(ctx.tuning.lock_wait.as_millis()).unwrap_or(1_000);
-        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::RetryAt { at: wait, error: None, failed: false }, now).await?;
-        tx.commit().await?;
-        return Ok(());
-    }
-    let Some(product) = products::get(&mut tx, &membership.merchant_id, &membership.product_id).await? else {
-        memberships::unlock(&mut tx, &membership.id, &job.id).await?;
-        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Dead { error: "product no longer exists".into() }, now).await?;
-        tx.commit().await?;
-        return Ok(());
-    };
-    let plan = Plan::for_product(ctx, &product);
-    let mut attempt = AttemptRow {
-        id: AttemptId::generate().to_string(),
-        merchant_id: membership.merchant_id.clone(),
-        membership_id: membership.id.clone(),
-        payment_id: intent.payment_id.clone().or_else(|| Some(membership.last_payment_id.clone())),
-        job_id: Some(job.id.clone()),
-        number: attempts::max_number(&mut tx, &membership.id).await? + 1,
-        trigger_kind: intent.trigger.as_str().to_owned(),
-        provider: plan.provider().to_owned(),
-        outcome: None,
-        error_code: None,
-        error_message: None,
-        error_retryable: None,
-        request_summary: Some(request_summary(&plan, &membership)),
-        response_summary: None,
-        worker_id: ctx.worker_id.clone(),
-        started_at: now,
-        finished_at: None,
-        duration_ms: None,
-    };
-    attempts::insert(&mut tx, &attempt).await?;
-    tx.commit().await?;
+    let plan = Plan::for_product(ctx, &ready.product);
+    let summary = request_summary(&plan, &ready.membership);
+    let (mut attempt, membership, _) =
+        attempt::start(ctx, job, ready, intent.trigger, intent.payment_id.clone(), plan.provider(), summary, now).await?;
     let span = tracing::info_span!("attempt", attempt.id = %attempt.id, provider = plan.provider());
     let _entered = span.enter();
 

@@ -1,6 +1,7 @@
 //! Running one job: claim its row, keep the lease alive while it runs, dispatch by queue.
 //! Handlers reload state by id and finish the job row in their final transaction.
 
+pub mod attempt;
 pub mod delivery;
 pub mod proof_email;
 pub mod revoke;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use hilt_shared::{
     clock::now_ms,
-    domain::{AttemptId, DeliveryStatus, MembershipStatus, Platform, retry::next_delay},
+    domain::{DeliveryStatus, MembershipStatus, Platform, retry::next_delay},
     providers::ProviderError,
     queue::{self, DeliveryJob, Queue, RevokeJob, Trigger},
     service::{payments::record_event, support},
@@ -16,11 +16,11 @@ use hilt_shared::{
         attempts::{self, AttemptRow},
         jobs::{self, Finish, JobRow},
         memberships::{self, MembershipRow},
-        products::{self, ProductRow},
+        products::ProductRow,
     },
 };
 
-use super::finish_alone;
+use super::{attempt, finish_alone};
 use crate::JobContext;
 
 /// What removing access means for a product, given what is configured and known.
@@ -81,54 +81,13 @@ pub async fn run(ctx: &JobContext, job: &JobRow) -> anyhow::Result<()> {
     };
     let now = now_ms();
 
-    let mut tx = ctx.db.begin().await?;
-    let Some(membership) = memberships::get_any(&mut tx, &intent.membership_id).await? else {
-        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Done, now).await?;
-        tx.commit().await?;
+    let Some(ready) = attempt::prepare(ctx, job, &intent.membership_id, now, nothing_to_do).await? else {
         return Ok(());
     };
-    if let Some(reason) = nothing_to_do(&membership) {
-        tracing::info!(reason, "revoke not needed");
-        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Done, now).await?;
-        tx.commit().await?;
-        return Ok(());
-    }
     // The same per-membership lock as delivery: a removal never races a re-delivery.
-    if !memberships::lock_for_attempt(&mut tx, &membership.id, &job.id, now, now + ctx.lease_ms()).await? {
-        let wait = now + i64::try_from(ctx.tuning.lock_wait.as_millis()).unwrap_or(1_000);
-        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::RetryAt { at: wait, error: None, failed: false }, now).await?;
-        tx.commit().await?;
-        return Ok(());
-    }
-    let Some(product) = products::get(&mut tx, &membership.merchant_id, &membership.product_id).await? else {
-        memberships::unlock(&mut tx, &membership.id, &job.id).await?;
-        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Dead { error: "product no longer exists".into() }, now).await?;
-        tx.commit().await?;
-        return Ok(());
-    };
-    let plan = Plan::for_membership(ctx, &product, &membership);
-    let mut attempt = AttemptRow {
-        id: AttemptId::generate().to_string(),
-        merchant_id: membership.merchant_id.clone(),
-        membership_id: membership.id.clone(),
-        payment_id: Some(membership.last_payment_id.clone()),
-        job_id: Some(job.id.clone()),
-        number: attempts::max_number(&mut tx, &membership.id).await? + 1,
-        trigger_kind: Trigger::Revoke.as_str().to_owned(),
-        provider: plan.provider().to_owned(),
-        outcome: None,
-        error_code: None,
-        error_message: None,
-        error_retryable: None,
-        request_summary: Some(plan.request_summary()),
-        response_summary: None,
-        worker_id: ctx.worker_id.clone(),
-        started_at: now,
-        finished_at: None,
-        duration_ms: None,
-    };
-    attempts::insert(&mut tx, &attempt).await?;
-    tx.commit().await?;
+    let plan = Plan::for_membership(ctx, &ready.product, &ready.membership);
+    let summary = plan.request_summary();
+    let (mut attempt, _, _) = attempt::start(ctx, job, ready, Trigger::Revoke, None, plan.provider(), summary, now).await?;
     let span = tracing::info_span!("attempt", attempt.id = %attempt.id, provider = plan.provider());
     let _entered = span.enter();
 

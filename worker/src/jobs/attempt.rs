@@ -1,0 +1,94 @@
+//! The start every provider attempt shares (delivery and revoke): reload the membership, skip
+//! what needs nothing, take the membership's attempt lock, load the product, and write the
+//! attempt row — committed before the provider is called.
+
+use hilt_shared::{
+    clock::Millis,
+    domain::AttemptId,
+    queue::Trigger,
+    storage::{
+        Tx,
+        attempts::{self, AttemptRow},
+        jobs::{self, Finish, JobRow},
+        memberships::{self, MembershipRow},
+        products::{self, ProductRow},
+    },
+};
+
+use crate::JobContext;
+
+/// A membership locked for this job's attempt, with its product, inside an open transaction.
+pub struct Ready {
+    pub tx: Tx,
+    pub membership: MembershipRow,
+    pub product: ProductRow,
+}
+
+/// None when the job was settled here: membership gone or nothing to do (done), another
+/// attempt holds the lock (tried again shortly), or the product is gone (dead).
+pub async fn prepare(
+    ctx: &JobContext,
+    job: &JobRow,
+    membership_id: &str,
+    now: Millis,
+    nothing_to_do: impl FnOnce(&MembershipRow) -> Option<&'static str>,
+) -> anyhow::Result<Option<Ready>> {
+    let mut tx = ctx.db.begin().await?;
+    let outcome = match memberships::get_any(&mut tx, membership_id).await? {
+        None => Finish::Done,
+        Some(membership) => {
+            if let Some(reason) = nothing_to_do(&membership) {
+                tracing::info!(reason, "attempt not needed");
+                Finish::Done
+            } else if !memberships::lock_for_attempt(&mut tx, &membership.id, &job.id, now, now + ctx.lease_ms()).await? {
+                let wait = now + i64::try_from(ctx.tuning.lock_wait.as_millis()).unwrap_or(1_000);
+                Finish::RetryAt { at: wait, error: None, failed: false }
+            } else if let Some(product) = products::get(&mut tx, &membership.merchant_id, &membership.product_id).await? {
+                return Ok(Some(Ready { tx, membership, product }));
+            } else {
+                memberships::unlock(&mut tx, &membership.id, &job.id).await?;
+                Finish::Dead { error: "product no longer exists".into() }
+            }
+        }
+    };
+    jobs::finish(&mut tx, &job.id, &ctx.worker_id, &outcome, now).await?;
+    tx.commit().await?;
+    Ok(None)
+}
+
+/// Writes the attempt row and commits, so the attempt exists before the provider is called.
+pub async fn start(
+    ctx: &JobContext,
+    job: &JobRow,
+    ready: Ready,
+    trigger: Trigger,
+    payment_id: Option<String>,
+    provider: &str,
+    request_summary: String,
+    now: Millis,
+) -> anyhow::Result<(AttemptRow, MembershipRow, ProductRow)> {
+    let Ready { mut tx, membership, product } = ready;
+    let attempt = AttemptRow {
+        id: AttemptId::generate().to_string(),
+        merchant_id: membership.merchant_id.clone(),
+        membership_id: membership.id.clone(),
+        payment_id: payment_id.or_else(|| Some(membership.last_payment_id.clone())),
+        job_id: Some(job.id.clone()),
+        number: attempts::max_number(&mut tx, &membership.id).await? + 1,
+        trigger_kind: trigger.as_str().to_owned(),
+        provider: provider.to_owned(),
+        outcome: None,
+        error_code: None,
+        error_message: None,
+        error_retryable: None,
+        request_summary: Some(request_summary),
+        response_summary: None,
+        worker_id: ctx.worker_id.clone(),
+        started_at: now,
+        finished_at: None,
+        duration_ms: None,
+    };
+    attempts::insert(&mut tx, &attempt).await?;
+    tx.commit().await?;
+    Ok((attempt, membership, product))
+}
