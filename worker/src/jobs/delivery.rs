@@ -234,17 +234,7 @@ async fn record_outcome(
             (Finish::Done, vec!["delivery.succeeded"])
         }
         Err(e) => {
-            attempt.outcome = Some("failed".into());
-            attempt.error_code = Some(e.code.clone());
-            attempt.error_message = Some(e.message.clone());
-            attempt.error_retryable = Some(i64::from(e.retryable()));
-            attempt.response_summary = Some(match e.http_status {
-                Some(status) => format!("{} ({}), provider answered {status}", e.code, e.class.as_str()),
-                None => format!("{} ({})", e.code, e.class.as_str()),
-            });
-            m.last_error_code = Some(e.code.clone());
-            m.last_error_message = Some(e.message.clone());
-            m.last_error_retryable = Some(i64::from(e.retryable()));
+            attempt::record_failure(&mut attempt, &mut m, &e);
             let failures = usize::try_from(job.failures + 1).unwrap_or(usize::MAX);
             // A manual push from manual review is one try: failing leaves it in review.
             let stays_in_review = was_in_review && intent.trigger == Trigger::Manual;

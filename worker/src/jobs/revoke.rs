@@ -180,17 +180,7 @@ async fn record_outcome(ctx: &JobContext, job: &JobRow, mut attempt: AttemptRow,
             Finish::Done
         }
         Err(e) => {
-            attempt.outcome = Some("failed".into());
-            attempt.error_code = Some(e.code.clone());
-            attempt.error_message = Some(e.message.clone());
-            attempt.error_retryable = Some(i64::from(e.retryable()));
-            attempt.response_summary = Some(match e.http_status {
-                Some(status) => format!("{} ({}), provider answered {status}", e.code, e.class.as_str()),
-                None => format!("{} ({})", e.code, e.class.as_str()),
-            });
-            m.last_error_code = Some(e.code.clone());
-            m.last_error_message = Some(e.message.clone());
-            m.last_error_retryable = Some(i64::from(e.retryable()));
+            attempt::record_failure(&mut attempt, &mut m, &e);
             let failures = usize::try_from(job.failures + 1).unwrap_or(usize::MAX);
             let delay = if e.retryable() && !renewed_meanwhile {
                 next_delay(&ctx.tuning.retry_schedule, failures, e.retry_after)
