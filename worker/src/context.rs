@@ -113,6 +113,18 @@ impl AuthBreaker {
         until.checked_duration_since(Instant::now())
     }
 
+    /// The error an attempt gets instead of a call while the provider is paused.
+    pub fn check(&self, provider: &'static str) -> Result<(), hilt_shared::providers::ProviderError> {
+        match self.paused_for(provider) {
+            None => Ok(()),
+            Some(left) => Err(hilt_shared::providers::ProviderError::transient(
+                "provider_paused",
+                format!("calls to {provider} are paused for {}s after a burst of 401/403 answers", left.as_secs()),
+            )
+            .with_retry_after(Some(left))),
+        }
+    }
+
     pub fn record(&self, provider: &'static str, http_status: Option<u16>) {
         let Ok(mut state) = self.state.lock() else { return };
         let s = state.entry(provider).or_default();

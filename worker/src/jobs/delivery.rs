@@ -129,13 +129,7 @@ fn request_summary(plan: &Plan, m: &MembershipRow) -> String {
 }
 
 async fn hand_over(ctx: &JobContext, plan: &Plan, m: &MembershipRow, attempt_id: &str) -> Result<Delivered, ProviderError> {
-    if let Some(left) = ctx.auth_breaker.paused_for(plan.provider()) {
-        return Err(ProviderError::transient(
-            "provider_paused",
-            format!("calls to {} are paused for {}s after a burst of 401/403 answers", plan.provider(), left.as_secs()),
-        )
-        .with_retry_after(Some(left)));
-    }
+    ctx.auth_breaker.check(plan.provider())?;
     match plan {
         Plan::Telegram { chat_id } => {
             let Some(tg) = &ctx.providers.telegram else { return Err(ProviderError::not_configured("telegram")) };

@@ -111,13 +111,7 @@ fn nothing_to_do(m: &MembershipRow) -> Option<&'static str> {
 
 /// Calls the provider; `Ok` carries the response summary.
 async fn remove(ctx: &JobContext, plan: &Plan) -> Result<String, ProviderError> {
-    if let Some(left) = ctx.auth_breaker.paused_for(plan.provider()) {
-        return Err(ProviderError::transient(
-            "provider_paused",
-            format!("calls to {} are paused for {}s after a burst of 401/403 answers", plan.provider(), left.as_secs()),
-        )
-        .with_retry_after(Some(left)));
-    }
+    ctx.auth_breaker.check(plan.provider())?;
     match plan {
         Plan::Telegram { chat_id, user_id } => {
             let Some(tg) = &ctx.providers.telegram else { return Err(ProviderError::not_configured("telegram")) };
