@@ -53,7 +53,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Arc::new(cli.config);
     telemetry::init(&config.log_format);
-    let db = Db::connect(&config.database_url)
+    let runs_workers = matches!(cli.command, Command::Worker | Command::Serve);
+    let db = Db::connect(&config.database_url, hilt_worker::engine::pool_size(&config, runs_workers))
         .await
         .with_context(|| format!("cannot open DATABASE_URL ({})", redact(&config.database_url)))?;
     if matches!(cli.command, Command::Migrate) || !config.skip_migrations {

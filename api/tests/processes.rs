@@ -198,7 +198,7 @@ async fn a_worker_killed_mid_burst_loses_no_delivery() {
         "telegram_chat_id": CHAT, "price": {"amount": "5", "currency": "USDC"}, "recurring": true, "period": "30d"})).await["id"]
         .as_str().expect("id").to_owned();
 
-    let db = hilt_shared::storage::Db::connect(&database).await.expect("db");
+    let db = hilt_shared::storage::Db::connect(&database, 4).await.expect("db");
     let delivered = || async {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM memberships WHERE delivery_status = 'delivered'")
             .fetch_one(db.pool()).await.expect("count")

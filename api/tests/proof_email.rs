@@ -130,10 +130,10 @@ backend_test!(without_smtp_the_proof_is_one_file_in_the_outbox_even_when_the_job
     let (id, job) = accepted(&r, &receipt, json!({})).await;
     assert_eq!(proof_emails(&r, &receipt).await[0]["address"], "buyer@example.com", "the buyer's email by default");
 
-    hilt_worker::jobs::execute(&r.ctx, &job).await;
-    hilt_worker::jobs::execute(&r.ctx, &job).await;
+    hilt_worker::engine::run_once(&r.ctx, &job).await.expect("run the job");
+    hilt_worker::engine::run_once(&r.ctx, &job).await.expect("run the job");
     requeue(&r, &job).await;
-    hilt_worker::jobs::execute(&r.ctx, &job).await;
+    hilt_worker::engine::run_once(&r.ctx, &job).await.expect("run the job");
 
     let files: Vec<_> = std::fs::read_dir(r.outbox.path()).expect("outbox").flatten().map(|e| e.file_name().into_string().expect("name")).collect();
     assert_eq!(files, vec![format!("{id}.eml")], "one message, named by the request id");
@@ -151,10 +151,10 @@ backend_test!(a_job_run_twice_over_smtp_sends_one_email, |app| {
     use_smtp(&mut r, &sink);
     let receipt = receipt(&r, None).await;
     let (_, job) = accepted(&r, &receipt, json!({"email": "someone@example.org"})).await;
-    hilt_worker::jobs::execute(&r.ctx, &job).await;
-    hilt_worker::jobs::execute(&r.ctx, &job).await;
+    hilt_worker::engine::run_once(&r.ctx, &job).await.expect("run the job");
+    hilt_worker::engine::run_once(&r.ctx, &job).await.expect("run the job");
     requeue(&r, &job).await;
-    hilt_worker::jobs::execute(&r.ctx, &job).await;
+    hilt_worker::engine::run_once(&r.ctx, &job).await.expect("run the job");
     assert_eq!(sink.messages().len(), 1, "exactly one email");
     assert_eq!(sink.messages()[0].to, vec!["someone@example.org".to_owned()]);
     let p = &proof_emails(&r, &receipt).await[0];
@@ -162,7 +162,7 @@ backend_test!(a_job_run_twice_over_smtp_sends_one_email, |app| {
 
     // Each request is its own email.
     let (second, job2) = accepted(&r, &receipt, json!({"email": "someone@example.org"})).await;
-    hilt_worker::jobs::execute(&r.ctx, &job2).await;
+    hilt_worker::engine::run_once(&r.ctx, &job2).await.expect("run the job");
     assert_eq!(sink.messages().len(), 2);
     assert!(sink.messages()[1].data.contains(&second));
 });
@@ -181,12 +181,12 @@ backend_test!(a_worker_lost_mid_send_is_not_resent_over_smtp_but_is_into_the_out
             .await
             .expect("simulate a lost claim");
     }
-    hilt_worker::jobs::execute(&r.ctx, &outbox_job).await;
+    hilt_worker::engine::run_once(&r.ctx, &outbox_job).await.expect("run the job");
     assert!(r.outbox.path().join(format!("{outbox_id}.eml")).exists(), "rewriting the same file is harmless");
 
     let sink = SmtpSink::start().await;
     use_smtp(&mut r, &sink);
-    hilt_worker::jobs::execute(&r.ctx, &smtp_job).await;
+    hilt_worker::engine::run_once(&r.ctx, &smtp_job).await.expect("run the job");
     assert!(sink.messages().is_empty(), "the SMTP server may already have it: not sent again");
     let emails = proof_emails(&r, &receipt).await;
     let by_id = |id: &str| emails.iter().find(|p| p["id"] == id).expect("request").clone();

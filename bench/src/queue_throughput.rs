@@ -1,6 +1,8 @@
-//! Queue throughput and Redis footprint: confirm N payments while no worker runs, start W
-//! in-process workers, and time until every membership is delivered (fallback-link products,
-//! so this measures the job machinery, not a provider). See bench/README.md.
+//! Queue throughput: write N jobs while no worker runs, start W workers (each with its own
+//! connection pool, as separate processes would have), and time until every job is finished.
+//! `--job delivery` (default) confirms N payments for a fallback-link product, so every job is
+//! a real delivery attempt (attempt row, membership, events) without a provider call;
+//! `--job noop` measures the engine alone. See bench/README.md.
 
 use std::{
     sync::Arc,
@@ -11,9 +13,8 @@ use clap::Parser;
 use futures::StreamExt;
 use hilt_shared::{
     config::Config,
-    domain::ids::random_token,
     providers::Providers,
-    queue::transport::Transport,
+    queue::{self, Queue},
     service::{
         merchants,
         payments::{self, BuyerInput, CreatePayment},
@@ -37,9 +38,17 @@ struct Args {
     /// `postgres://…`; a temporary SQLite file when absent.
     #[arg(long)]
     database_url: Option<String>,
-    /// `redis://…`; the SQLite transport when absent.
+    /// `redis://…`: kept for the bench scripts; jobs are claimed from the database either way.
     #[arg(long)]
     redis_url: Option<String>,
+    #[arg(long, value_enum, default_value_t = JobKind::Delivery)]
+    job: JobKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum JobKind {
+    Delivery,
+    Noop,
 }
 
 #[tokio::main]
@@ -48,21 +57,73 @@ async fn main() -> anyhow::Result<()> {
     hilt_shared::telemetry::init("pretty");
     let dir = tempfile::tempdir()?;
     let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
-    let db = Db::connect(&url).await?;
-    db.migrate().await?;
     let mut config = Config::for_database(&url);
     config.worker_concurrency = args.concurrency;
     config.outbox_dir = dir.path().join("outbox");
+    config.redis_url = args.redis_url.clone();
     let config = Arc::new(config);
-    let prefix = format!("bench{}", random_token(6));
-    let transport = match &args.redis_url {
-        Some(redis) => Transport::redis(redis, &prefix, args.concurrency as usize).await?,
-        None => Transport::sqlite(&dir.path().join("bench.db-queue"), args.concurrency as usize).await?,
-    };
-    let signer = Arc::new(ReceiptSigner::load_or_create(&dir.path().join("key"))?);
+    let db = Db::connect(&url, config.db_max_connections).await?;
+    db.migrate().await?;
 
-    let (merchant, _) = merchants::create(&db, "Bench").await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let product = products::create(&db, &merchant.id, CreateProduct {
+    let started = Instant::now();
+    match args.job {
+        JobKind::Delivery => confirm_payments(&db, dir.path(), args.jobs).await?,
+        JobKind::Noop => enqueue_noops(&db, args.jobs).await?,
+    }
+    let written = started.elapsed();
+    let what = if args.job == JobKind::Delivery { "confirmed payments" } else { "enqueued no-op jobs" };
+    println!("{what}: {} in {written:.2?} ({:.0}/s)", args.jobs, args.jobs as f64 / written.as_secs_f64());
+
+    let providers = Providers::from_config(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (stop, stopped) = watch::channel(false);
+    let mut handles = Vec::new();
+    let started = Instant::now();
+    for _ in 0..args.workers {
+        let worker_db = Db::connect(&url, hilt_worker::engine::pool_size(&config, true)).await?;
+        let mut tuning = Tuning::from_config(&config);
+        if args.job == JobKind::Noop {
+            tuning.queues = vec![Queue::Noop];
+        }
+        let ctx = Arc::new(JobContext::new(worker_db, config.clone(), providers.clone(), tuning));
+        let mut rx = stopped.clone();
+        handles.push(tokio::spawn(hilt_worker::run_with(ctx, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })));
+    }
+    let finished_sql = match args.job {
+        JobKind::Delivery => "SELECT COUNT(*) FROM memberships WHERE delivery_status = 'delivered'",
+        JobKind::Noop => "SELECT COUNT(*) FROM jobs WHERE queue = 'noop' AND status = 'done'",
+    };
+    let mut last_report = Instant::now();
+    loop {
+        let finished: i64 = sqlx::query_scalar(finished_sql).fetch_one(db.pool()).await?;
+        if finished as usize >= args.jobs {
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            eprintln!("progress: {finished}/{} after {:.1?}", args.jobs, started.elapsed());
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "delivered {} with {} worker(s) × {} in {elapsed:.2?} ({:.0} jobs/s)",
+        args.jobs, args.workers, args.concurrency, args.jobs as f64 / elapsed.as_secs_f64()
+    );
+    let _ = stop.send(true);
+    for h in handles {
+        h.await??;
+    }
+    Ok(())
+}
+
+/// N payments confirmed through the real confirm transaction (payment, membership, signed
+/// receipt, event, delivery job) for a fallback-link product.
+async fn confirm_payments(db: &Db, dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
+    let signer = Arc::new(ReceiptSigner::load_or_create(&dir.join("key"))?);
+    let (merchant, _) = merchants::create(db, "Bench").await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let product = products::create(db, &merchant.id, CreateProduct {
         name: "Bench".into(),
         platform: "telegram".into(),
         telegram_chat_id: None,
@@ -76,9 +137,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-
-    let started = Instant::now();
-    futures::stream::iter(0..args.jobs)
+    futures::stream::iter(0..n)
         .map(|i| {
             let (db, signer, merchant, product) = (db.clone(), signer.clone(), merchant.id.clone(), product.id.clone());
             async move {
@@ -88,54 +147,23 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::Ok(())
             }
         })
-        .buffer_unordered(16)
+        .buffer_unordered(8)
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect::<anyhow::Result<()>>()?;
-    let confirm = started.elapsed();
-    println!("confirmed {} payments in {confirm:.2?} ({:.0}/s)", args.jobs, args.jobs as f64 / confirm.as_secs_f64());
+        .collect()
+}
 
-    let providers = Providers::from_config(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (stop, stopped) = watch::channel(false);
-    let mut handles = Vec::new();
-    let started = Instant::now();
-    for _ in 0..args.workers {
-        let ctx = Arc::new(JobContext::new(db.clone(), config.clone(), providers.clone(), Tuning::from_config(&config)));
-        let mut rx = stopped.clone();
-        handles.push(tokio::spawn(hilt_worker::run_with(ctx, transport.clone(), async move {
-            let _ = rx.wait_for(|s| *s).await;
-        })));
-    }
-    loop {
-        let delivered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE delivery_status = 'delivered'")
-            .fetch_one(db.pool())
-            .await?;
-        if delivered as usize >= args.jobs {
-            break;
+/// N no-op jobs, a thousand per transaction.
+async fn enqueue_noops(db: &Db, n: usize) -> anyhow::Result<()> {
+    let mut left = n;
+    while left > 0 {
+        let mut tx = db.begin().await?;
+        for _ in 0..left.min(1_000) {
+            queue::enqueue(&mut tx, Queue::Noop, None, None, "{}".into(), hilt_shared::clock::now_ms()).await?;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let deliver = started.elapsed();
-    println!(
-        "delivered {} with {} worker(s) × {} in {deliver:.2?} ({:.0} jobs/s)",
-        args.jobs, args.workers, args.concurrency, args.jobs as f64 / deliver.as_secs_f64()
-    );
-    if let (Some(redis), Transport::Redis { .. }) = (&args.redis_url, &transport) {
-        transport.vacuum().await?;
-        let client = redis::Client::open(redis.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut conn).await?;
-        let mut bytes = 0i64;
-        for key in &keys {
-            let usage: Option<i64> = redis::cmd("MEMORY").arg("USAGE").arg(key).query_async(&mut conn).await?;
-            bytes += usage.unwrap_or(0);
-        }
-        println!("redis after vacuum: {} keys, {bytes} bytes", keys.len());
-    }
-    let _ = stop.send(true);
-    for h in handles {
-        h.await??;
+        tx.commit().await?;
+        left = left.saturating_sub(1_000);
     }
     Ok(())
 }

@@ -60,6 +60,11 @@ pub struct Config {
     #[arg(long, env = "HILT_RECEIPT_KEY_FILE", value_name = "HILT_RECEIPT_KEY_FILE", default_value = "./hilt-receipt-key")]
     pub receipt_key_file: PathBuf,
 
+    /// Database connections this process may hold at once: the API, the workers, the sweeper and
+    /// (on PostgreSQL, in processes that run workers) the wake listener share them.
+    #[arg(long, env = "HILT_DB_MAX_CONNECTIONS", value_name = "HILT_DB_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub db_max_connections: u32,
+
     #[arg(long, env = "HILT_WORKER_CONCURRENCY", value_name = "HILT_WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub worker_concurrency: u32,
 
@@ -68,10 +73,6 @@ pub struct Config {
 
     #[arg(long, env = "HILT_LOG_FORMAT", value_name = "HILT_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
     pub log_format: String,
-
-    /// Key prefix of the Redis queues (several deployments or test runs can share one Redis).
-    #[arg(long, env = "HILT_QUEUE_PREFIX", value_name = "HILT_QUEUE_PREFIX", default_value = "hilt", hide = true)]
-    pub queue_prefix: String,
 
     /// Skip applying migrations at start (`hilt migrate` applies them).
     #[arg(long, env = "HILT_SKIP_MIGRATIONS", value_name = "HILT_SKIP_MIGRATIONS", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]

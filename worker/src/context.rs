@@ -6,20 +6,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hilt_shared::{config::Config, domain::Period, providers::Providers, storage::Db};
+use hilt_shared::{config::Config, domain::Period, providers::Providers, queue::Queue, storage::Db};
 
 /// Timings of the job machinery. Production defaults; tests shrink them.
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// How long a claimed job stays ours without renewal; renewed every third of it.
+    /// How long a claimed job stays ours without renewal; renewed every third of it. A killed
+    /// worker's jobs run elsewhere after at most this plus `sweep_every`.
     pub lease: Duration,
-    /// How many jobs per queue may sit in the transport at once (the bounded window).
-    pub window: i64,
-    /// A job in the transport this long without being claimed is assumed lost and re-pushed.
-    pub requeue_after: Duration,
-    pub relay_idle: Duration,
+    /// An idle fetcher looks for due work this often even without a wake: retries coming due,
+    /// jobs written by another process on SQLite, a wake lost with the listener connection.
+    pub poll_backstop: Duration,
     pub sweep_every: Duration,
-    pub vacuum_every: Duration,
+    /// The sweeper's scan for owed deliveries that no job holds (a backstop, so it is slow).
+    pub owed_scan_every: Duration,
+    /// The queues this worker runs.
+    pub queues: Vec<Queue>,
     /// Wait before trying again when another attempt for the membership holds the lock.
     pub lock_wait: Duration,
     /// Per-provider pause after a burst of 401/403 answers.
@@ -37,12 +39,11 @@ pub struct Tuning {
 impl Tuning {
     pub fn from_config(config: &Config) -> Self {
         Self {
-            lease: Duration::from_secs(15),
-            window: 500,
-            requeue_after: Duration::from_secs(30),
-            relay_idle: Duration::from_millis(200),
-            sweep_every: Duration::from_secs(2),
-            vacuum_every: Duration::from_secs(30),
+            lease: Duration::from_secs(6),
+            poll_backstop: Duration::from_secs(1),
+            sweep_every: Duration::from_secs(1),
+            owed_scan_every: Duration::from_secs(30),
+            queues: [Queue::Delivery, Queue::Revoke, Queue::ProofEmail, Queue::Webhook].to_vec(),
             lock_wait: Duration::from_secs(1),
             auth_failure_burst: 20,
             auth_failure_pause: Duration::from_secs(60),
@@ -61,18 +62,12 @@ pub struct JobContext {
     pub worker_id: String,
     pub tuning: Tuning,
     pub auth_breaker: AuthBreaker,
-    /// Queues an operator paused, as the relay last read them (saves a query per job).
-    pub paused: Mutex<Vec<String>>,
 }
 
 impl JobContext {
     pub fn new(db: Db, config: Arc<Config>, providers: Providers, tuning: Tuning) -> Self {
         let auth_breaker = AuthBreaker::new(tuning.auth_failure_burst, tuning.auth_failure_pause);
-        Self { db, config, providers, worker_id: worker_id(), tuning, auth_breaker, paused: Mutex::new(Vec::new()) }
-    }
-
-    pub fn is_paused(&self, queue: &str) -> bool {
-        self.paused.lock().is_ok_and(|p| p.iter().any(|q| q == queue))
+        Self { db, config, providers, worker_id: worker_id(), tuning, auth_breaker }
     }
 
     pub fn lease_ms(&self) -> i64 {

@@ -1,11 +1,10 @@
-//! Job handlers and the runner. `hilt worker`, `hilt-worker` and `hilt serve` all start `run`.
+//! The worker: the job engine (`engine`), the jobs it runs (`jobs`) and the renewal loop.
+//! `hilt worker`, `hilt-worker` and `hilt serve` all start `run`.
 
 pub mod context;
+pub mod engine;
 pub mod jobs;
-pub mod relay;
 pub mod renewal;
-pub mod runner;
-pub mod sweeper;
 
 pub use context::{JobContext, Tuning};
-pub use runner::{run, run_with};
+pub use engine::run::{run, run_with};

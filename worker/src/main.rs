@@ -16,7 +16,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let config = Arc::new(Cli::parse().config);
     telemetry::init(&config.log_format);
-    let db = Db::connect(&config.database_url).await?;
+    let db = Db::connect(&config.database_url, hilt_worker::engine::pool_size(&config, true)).await?;
     if !config.skip_migrations {
         db.migrate().await?;
     }

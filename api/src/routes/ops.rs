@@ -10,6 +10,7 @@ use axum::{
 };
 use hilt_shared::{
     queue::Queue,
+    storage::jobs::JobStatus,
     service::ops::{self, FailureView, JobDetail, JobView, QueuesView, ReviewView},
 };
 use serde::Serialize;
@@ -45,10 +46,10 @@ pub async fn list_jobs(
     if !Queue::ALL.iter().any(|q| q.as_str() == queue) {
         return Err(ApiError::NotFound);
     }
-    let status = query.iter().find(|(k, _)| k == "status").map(|(_, v)| v.as_str());
-    if status.is_some_and(|s| !["queued", "enqueued", "running", "done", "dead", "discarded"].contains(&s)) {
-        return Err(ApiError::validation("status", "must be queued, enqueued, running, done, dead or discarded"));
-    }
+    let status = match query.iter().find(|(k, _)| k == "status") {
+        None => None,
+        Some((_, s)) => Some(JobStatus::parse(s).ok_or_else(|| ApiError::validation("status", "must be queued, running, done, dead or discarded"))?),
+    };
     let page = crate::extract::Page::from_query(&query)?;
     Ok(Json(JobList { data: ops::list_jobs(&state.db, &queue, status, page.limit).await? }))
 }

@@ -72,7 +72,7 @@ impl TestApp {
     }
 
     async fn with_url(url: &str, dir: Option<tempfile::TempDir>) -> Self {
-        let db = Db::connect(url).await.expect("connect test database");
+        let db = Db::connect(url, 10).await.expect("connect test database");
         db.migrate().await.expect("migrate test database");
         let mut config = Config::for_database(url);
         config.admin_token = Some(ADMIN.into());

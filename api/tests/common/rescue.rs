@@ -1,5 +1,5 @@
-//! In-process delivery rescue: a real queue transport (Redis beside PostgreSQL when
-//! `HILT_TEST_REDIS_URL` is set, SQLite otherwise), in-process workers, and our fake Telegram
+//! In-process delivery rescue: the real job engine on the test database (SQLite, or
+//! PostgreSQL when `HILT_TEST_DATABASE_URL` is set), in-process workers, and our fake Telegram
 //! and Discord servers driven through the real clients.
 #![allow(dead_code)]
 
@@ -9,8 +9,6 @@ use axum::http::StatusCode;
 use hilt_shared::{
     domain::ids::random_token,
     providers::Providers,
-    queue::transport::Transport,
-    storage::Backend,
     testing::{BotRights, FakeDiscord, FakeTelegram},
 };
 use hilt_worker::{JobContext, Tuning};
@@ -29,27 +27,18 @@ pub struct Rescue {
     pub dc: FakeDiscord,
     pub key: String,
     pub ctx: Arc<JobContext>,
-    pub transport: Transport,
     workers: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>)>,
     pub outbox: tempfile::TempDir,
-    _queue_dir: tempfile::TempDir,
 }
 
 impl Rescue {
     pub async fn start(app: TestApp) -> Self {
-        let redis = std::env::var("HILT_TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
-        Self::start_with_redis(app, redis.as_deref()).await
-    }
-
-    /// `redis_url` is used beside PostgreSQL; SQLite always gets the SQLite transport.
-    pub async fn start_with_redis(app: TestApp, redis_url: Option<&str>) -> Self {
         let tg = FakeTelegram::start().await;
         let dc = FakeDiscord::start().await;
         tg.add_chat(CHAT, BotRights::admin());
         dc.add_guild(GUILD);
         dc.add_role(GUILD, ROLE, 1);
         let outbox = tempfile::tempdir().expect("outbox dir");
-        let queue_dir = tempfile::tempdir().expect("queue dir");
         let mut config = (*app.config).clone();
         config.telegram_bot_token = Some(tg.token());
         config.telegram_api_url = tg.url();
@@ -57,14 +46,10 @@ impl Rescue {
         config.discord_api_url = dc.url();
         config.outbox_dir = outbox.path().to_path_buf();
         let config = Arc::new(config);
-        let transport = match (app.db.backend(), redis_url) {
-            (Backend::Postgres, Some(url)) => Transport::redis(url, &format!("t{}", random_token(10)), 16).await.expect("redis"),
-            _ => Transport::sqlite(&queue_dir.path().join("queue.db"), 16).await.expect("sqlite queue"),
-        };
         let providers = Providers::from_config_with_timeout(&config, Duration::from_secs(3)).expect("providers");
         let ctx = Arc::new(JobContext::new(app.db.clone(), config.clone(), providers, fast_tuning(&config)));
         let key = app.merchant().await;
-        Self { app, tg, dc, key, ctx, transport, workers: Vec::new(), outbox, _queue_dir: queue_dir }
+        Self { app, tg, dc, key, ctx, workers: Vec::new(), outbox }
     }
 
     /// Workers started from now on use these timings.
@@ -72,7 +57,7 @@ impl Rescue {
         self.ctx = Arc::new(JobContext::new(self.ctx.db.clone(), self.ctx.config.clone(), self.ctx.providers.clone(), tuning));
     }
 
-    /// Starts one more in-process worker (its own worker id, same database and transport).
+    /// Starts one more in-process worker (its own worker id, same database).
     pub fn start_worker(&mut self) {
         let ctx = Arc::new(JobContext::new(
             self.ctx.db.clone(),
@@ -81,7 +66,7 @@ impl Rescue {
             self.ctx.tuning.clone(),
         ));
         let (tx, mut rx) = watch::channel(false);
-        let handle = tokio::spawn(hilt_worker::run_with(ctx, self.transport.clone(), async move {
+        let handle = tokio::spawn(hilt_worker::run_with(ctx, async move {
             let _ = rx.wait_for(|s| *s).await;
         }));
         self.workers.push((tx, handle));
@@ -150,11 +135,9 @@ impl Rescue {
 pub fn fast_tuning(config: &hilt_shared::config::Config) -> Tuning {
     Tuning {
         lease: Duration::from_secs(3),
-        window: 200,
-        requeue_after: Duration::from_secs(2),
-        relay_idle: Duration::from_millis(20),
+        poll_backstop: Duration::from_millis(100),
         sweep_every: Duration::from_millis(200),
-        vacuum_every: Duration::from_secs(1),
+        owed_scan_every: Duration::from_secs(1),
         lock_wait: Duration::from_millis(100),
         retry_schedule: "100ms,100ms,100ms".split(',').map(|p| p.parse().expect("period")).collect(),
         proof_email_schedule: "100ms,100ms,100ms".split(',').map(|p| p.parse().expect("period")).collect(),

@@ -1,7 +1,7 @@
-//! Job payloads (ids and intent only) and the one way to enqueue: a row in the outbox,
-//! written inside the caller's transaction.
+//! Job payloads (ids and intent only) and the one way to enqueue: a row in the job table,
+//! written inside the caller's transaction, that wakes idle workers once it commits.
 
-pub mod transport;
+pub mod wake;
 
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
@@ -9,7 +9,7 @@ use sqlx::AnyConnection;
 use crate::{
     clock::Millis,
     domain::JobId,
-    storage::jobs::{self, JobRow},
+    storage::jobs::{self, JobRow, JobStatus},
 };
 
 /// The queues of SPEC §9.
@@ -21,10 +21,15 @@ pub enum Queue {
     ProofEmail,
     Renewal,
     Webhook,
+    /// Does nothing: the bench measures the engine alone with it.
+    Noop,
 }
 
 impl Queue {
+    /// The queues of SPEC §9, as dashboards and metrics list them.
     pub const ALL: [Queue; 5] = [Queue::Delivery, Queue::Revoke, Queue::ProofEmail, Queue::Renewal, Queue::Webhook];
+    /// The queues that hold job rows (renewal is a lease-guarded loop, not a queue of jobs).
+    pub const WITH_JOBS: [Queue; 5] = [Queue::Delivery, Queue::Revoke, Queue::ProofEmail, Queue::Webhook, Queue::Noop];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -33,7 +38,12 @@ impl Queue {
             Queue::ProofEmail => "proof_email",
             Queue::Renewal => "renewal",
             Queue::Webhook => "webhook",
+            Queue::Noop => "noop",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::WITH_JOBS.into_iter().chain([Queue::Renewal]).find(|q| q.as_str() == s)
     }
 }
 
@@ -65,8 +75,7 @@ pub struct DeliveryJob {
     pub trigger: Trigger,
 }
 
-/// Writes a delivery job into the outbox; the relay hands it to the queue once the
-/// transaction commits.
+/// Writes a delivery job; idle workers wake when the transaction commits.
 pub async fn enqueue_delivery(
     conn: &mut AnyConnection,
     merchant_id: &str,
@@ -77,7 +86,8 @@ pub async fn enqueue_delivery(
     enqueue(conn, Queue::Delivery, Some(merchant_id), Some(&job.membership_id), payload, run_at).await
 }
 
-/// The one way to enqueue: a row in the outbox, inside the caller's transaction.
+/// The one way to enqueue: a row in `jobs`, inside the caller's transaction, and a wake for
+/// idle workers (PostgreSQL `NOTIFY` at commit; this process's fetchers on SQLite).
 pub async fn enqueue(
     conn: &mut AnyConnection,
     queue: Queue,
@@ -96,7 +106,7 @@ pub async fn enqueue(
             payload,
             merchant_id: merchant_id.map(str::to_owned),
             membership_id: membership_id.map(str::to_owned),
-            status: "queued".to_owned(),
+            status: JobStatus::Queued,
             run_at,
             attempts: 0,
             failures: 0,
@@ -108,7 +118,17 @@ pub async fn enqueue(
         },
     )
     .await?;
+    wake_workers(conn, queue).await?;
     Ok(id)
+}
+
+/// Wakes idle workers of `queue` once the caller's transaction commits: PostgreSQL `NOTIFY`
+/// (every worker process), or on SQLite the fetchers of this process.
+pub async fn wake_workers(conn: &mut AnyConnection, queue: Queue) -> Result<(), sqlx::Error> {
+    if !jobs::notify(conn, queue.as_str()).await? {
+        wake::wake(queue);
+    }
+    Ok(())
 }
 
 /// Send one event to one endpoint. The event id is the `webhook-id` of every attempt.

@@ -9,7 +9,7 @@ use super::ServiceError;
 use crate::{
     clock::{now_ms, rfc3339, rfc3339_opt},
     queue::Queue,
-    storage::{Db, attempts, jobs::{self, JobRow}, queue_controls, workers},
+    storage::{Db, attempts, jobs::{self, JobRow, JobStatus}, queue_controls, workers},
     views::AttemptView,
 };
 
@@ -76,13 +76,13 @@ pub async fn queues(db: &Db) -> Result<QueuesView, ServiceError> {
 async fn queue_stats(conn: &mut AnyConnection, queue: &str, paused: bool, now: i64) -> Result<QueueStats, sqlx::Error> {
     let row: (i64, i64, i64, i64, i64, Option<i64>) = sqlx::query_as(
         "SELECT \
-           COALESCE(SUM(CASE WHEN status = 'enqueued' OR (status = 'queued' AND failures = 0 AND run_at <= $2) THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN (status = 'queued' AND failures = 0 AND run_at <= $2) THEN 1 ELSE 0 END), 0), \
            COALESCE(SUM(CASE WHEN status = 'queued' AND failures = 0 AND run_at > $2 THEN 1 ELSE 0 END), 0), \
            COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0), \
            COALESCE(SUM(CASE WHEN status = 'queued' AND failures > 0 THEN 1 ELSE 0 END), 0), \
            COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0), \
-           MIN(CASE WHEN status = 'enqueued' OR (status = 'queued' AND run_at <= $2) THEN run_at END) \
-         FROM jobs WHERE queue = $1 AND status IN ('queued', 'enqueued', 'running', 'dead')",
+           MIN(CASE WHEN status = 'queued' AND run_at <= $2 THEN run_at END) \
+         FROM jobs WHERE queue = $1 AND status IN ('queued', 'running', 'dead')",
     )
     .bind(queue)
     .bind(now)
@@ -115,7 +115,7 @@ async fn queue_stats(conn: &mut AnyConnection, queue: &str, paused: bool, now: i
 pub struct JobView {
     pub id: String,
     pub queue: String,
-    /// `queued`, `enqueued`, `running`, `done`, `dead` or `discarded`.
+    /// `queued`, `running`, `done`, `dead` or `discarded`.
     pub status: String,
     pub merchant_id: Option<String>,
     pub membership_id: Option<String>,
@@ -138,7 +138,7 @@ impl From<&JobRow> for JobView {
         Self {
             id: j.id.clone(),
             queue: j.queue.clone(),
-            status: j.status.clone(),
+            status: j.status.as_str().to_owned(),
             merchant_id: j.merchant_id.clone(),
             membership_id: j.membership_id.clone(),
             payload: serde_json::from_str(&j.payload).unwrap_or(serde_json::Value::Null),
@@ -178,7 +178,7 @@ pub async fn job(db: &Db, id: &str) -> Result<JobDetail, ServiceError> {
 }
 
 /// Jobs of a queue (optionally one status), newest first.
-pub async fn list_jobs(db: &Db, queue: &str, status: Option<&str>, limit: i64) -> Result<Vec<JobView>, ServiceError> {
+pub async fn list_jobs(db: &Db, queue: &str, status: Option<JobStatus>, limit: i64) -> Result<Vec<JobView>, ServiceError> {
     let rows = jobs::list_recent(&mut *db.conn().await?, queue, status, limit).await?;
     Ok(rows.iter().map(JobView::from).collect())
 }
@@ -208,10 +208,14 @@ pub async fn discard_job(db: &Db, id: &str) -> Result<JobView, ServiceError> {
 }
 
 pub async fn set_paused(db: &Db, queue: &str, paused: bool) -> Result<(), ServiceError> {
-    if !Queue::ALL.iter().any(|q| q.as_str() == queue) {
+    let Some(queue) = Queue::ALL.into_iter().find(|q| q.as_str() == queue) else {
         return Err(ServiceError::NotFound);
+    };
+    let mut conn = db.conn().await?;
+    queue_controls::set_paused(&mut conn, queue.as_str(), paused, now_ms()).await?;
+    if !paused {
+        crate::queue::wake_workers(&mut conn, queue).await?;
     }
-    queue_controls::set_paused(&mut *db.conn().await?, queue, paused, now_ms()).await?;
     Ok(())
 }
 

@@ -1,26 +1,74 @@
-//! The transactional outbox and job registry. A job row is written in the same transaction as
-//! the state change that causes it; the relay hands due rows to the queue transport; a worker
-//! claims a row before running it, so a job delivered twice by the transport runs once.
-//!
-//! Status: `queued` (due at `run_at`, not in transport) → `enqueued` (handed to the transport)
-//! → `running` (claimed, `locked_until` renewed while it runs) → `done` | `dead` | `discarded`,
-//! or back to `queued` with a later `run_at` for a retry.
+//! The job table: the outbox and the queue in one. A job row is written in the same transaction
+//! as the state change that causes it; workers claim due rows in batches (PostgreSQL
+//! `FOR UPDATE SKIP LOCKED`, SQLite's single writer), hold them under a lease renewed per worker,
+//! and a completer finishes them many per transaction. See `docs/JOBS.md`.
 
 use sqlx::{AnyConnection, FromRow};
+
+/// Where a job is in its life: `queued` (due at `run_at`) → `running` (claimed under a lease)
+/// → `done` | `dead` | `discarded`, or back to `queued` with a later `run_at` for a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Done,
+    /// Out of retries or not retryable: kept for operators.
+    Dead,
+    /// Superseded (a manual retry) or dropped by an operator.
+    Discarded,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [JobStatus::Queued, JobStatus::Running, JobStatus::Done, JobStatus::Dead, JobStatus::Discarded];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Done => "done",
+            JobStatus::Dead => "dead",
+            JobStatus::Discarded => "discarded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for JobStatus {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s).ok_or_else(|| format!("unknown job status {s:?}"))
+    }
+}
 
 #[derive(Debug, Clone, FromRow)]
 pub struct JobRow {
     pub id: String,
     pub queue: String,
+    /// The job's payload as JSON text (ids and intent only).
     pub payload: String,
     pub merchant_id: Option<String>,
     pub membership_id: Option<String>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
+    /// Unix milliseconds; not claimed before.
     pub run_at: i64,
+    /// Times a worker claimed it.
     pub attempts: i64,
+    /// Failed runs: the index into the retry schedule.
     pub failures: i64,
     pub last_error: Option<String>,
     pub locked_by: Option<String>,
+    /// Unix milliseconds; the lease ends here unless the worker renews it.
     pub locked_until: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -28,6 +76,15 @@ pub struct JobRow {
 
 const COLUMNS: &str = "id, queue, payload, merchant_id, membership_id, status, run_at, attempts, failures, \
     last_error, locked_by, locked_until, created_at, updated_at";
+
+/// `$first, $first+1, …` for `n` bound values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+fn is_postgres(conn: &AnyConnection) -> bool {
+    conn.backend_name().eq_ignore_ascii_case("postgresql")
+}
 
 pub async fn insert(conn: &mut AnyConnection, j: &JobRow) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -39,13 +96,27 @@ pub async fn insert(conn: &mut AnyConnection, j: &JobRow) -> Result<(), sqlx::Er
     .bind(&j.payload)
     .bind(&j.merchant_id)
     .bind(&j.membership_id)
-    .bind(&j.status)
+    .bind(j.status.as_str())
     .bind(j.run_at)
     .bind(j.created_at)
     .bind(j.updated_at)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The PostgreSQL channel on which a committed job wakes idle workers (payload: queue name).
+pub const WAKE_CHANNEL: &str = "hilt_jobs";
+
+/// On PostgreSQL, tells listening workers that `queue` has new work. `NOTIFY` is delivered at
+/// commit (and not at all on rollback), so a worker never wakes before it can see the row.
+/// False on SQLite, where the caller wakes workers of its own process instead.
+pub async fn notify(conn: &mut AnyConnection, queue: &str) -> Result<bool, sqlx::Error> {
+    if !is_postgres(conn) {
+        return Ok(false);
+    }
+    sqlx::query("SELECT pg_notify($1, $2)").bind(WAKE_CHANNEL).bind(queue).execute(conn).await?;
+    Ok(true)
 }
 
 pub async fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
@@ -64,14 +135,28 @@ pub async fn list_for_membership(conn: &mut AnyConnection, membership_id: &str) 
     .await
 }
 
-/// Marks up to `limit` due jobs of a queue as handed to the transport and returns their ids.
-pub async fn take_due(conn: &mut AnyConnection, queue: &str, now: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE jobs SET status = 'enqueued', updated_at = $1 \
-         WHERE status = 'queued' AND queue = $2 AND id IN \
-           (SELECT id FROM jobs WHERE status = 'queued' AND queue = $2 AND run_at <= $1 ORDER BY run_at, id LIMIT $3) \
-         RETURNING id",
-    )
+/// Claims up to `limit` due jobs of a queue for one worker in one statement, oldest first:
+/// `queued` → `running` under a lease until `now + lease_ms`; none while an operator has the
+/// queue paused. Concurrent claimers on PostgreSQL skip each other's rows (`FOR UPDATE SKIP
+/// LOCKED`); SQLite has one writer. Served by the `jobs_queue_status (queue, status, run_at)` index.
+pub async fn claim_batch(
+    conn: &mut AnyConnection,
+    queue: &str,
+    worker_id: &str,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+) -> Result<Vec<JobRow>, sqlx::Error> {
+    let skip_locked = if is_postgres(conn) { " FOR UPDATE SKIP LOCKED" } else { "" };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE jobs SET status = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
+         WHERE id IN (SELECT id FROM jobs WHERE queue = $4 AND status = 'queued' AND run_at <= $3 \
+                      AND NOT EXISTS (SELECT 1 FROM queue_controls WHERE queue = $4 AND paused = 1) \
+                      ORDER BY run_at, id LIMIT $5{skip_locked}) \
+         RETURNING {COLUMNS}"
+    )))
+    .bind(worker_id)
+    .bind(now + lease_ms)
     .bind(now)
     .bind(queue)
     .bind(limit)
@@ -79,36 +164,11 @@ pub async fn take_due(conn: &mut AnyConnection, queue: &str, now: i64, limit: i6
     .await
 }
 
-/// Jobs handed to the transport and not yet claimed: the size of the transport's window.
-pub async fn count_enqueued(conn: &mut AnyConnection, queue: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'enqueued' AND queue = $1")
-        .bind(queue)
-        .fetch_one(conn)
-        .await
-}
-
-/// Puts a job the transport could not take back into the outbox.
-pub async fn return_to_outbox(conn: &mut AnyConnection, id: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE jobs SET status = 'queued', updated_at = $1 WHERE id = $2 AND status = 'enqueued'")
-        .bind(now)
-        .bind(id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// Claims a job for one run; None if it is finished, running elsewhere, or not yet due.
-pub async fn claim(
-    conn: &mut AnyConnection,
-    id: &str,
-    worker_id: &str,
-    now: i64,
-    lease_ms: i64,
-) -> Result<Option<JobRow>, sqlx::Error> {
+/// Claims one job by id, if it is queued and due (an operator's or a test's "run it now").
+pub async fn claim_one(conn: &mut AnyConnection, id: &str, worker_id: &str, now: i64, lease_ms: i64) -> Result<Option<JobRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE jobs SET status = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1, \
-         updated_at = $3 WHERE id = $4 AND status IN ('queued', 'enqueued') AND run_at <= $3 \
-         RETURNING {COLUMNS}"
+        "UPDATE jobs SET status = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
+         WHERE id = $4 AND status = 'queued' AND run_at <= $3 RETURNING {COLUMNS}"
     )))
     .bind(worker_id)
     .bind(now + lease_ms)
@@ -118,39 +178,51 @@ pub async fn claim(
     .await
 }
 
-/// Extends the lease of a running job; false if the job is no longer ours.
-pub async fn renew_lease(conn: &mut AnyConnection, id: &str, worker_id: &str, until: i64) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE jobs SET locked_until = $1 WHERE id = $2 AND locked_by = $3 AND status = 'running'")
+/// Extends the lease of every job this worker holds, and the attempt lock of their memberships
+/// with it (so the lock never ends before the lease). Two statements, whatever the job count.
+pub async fn renew_leases(conn: &mut AnyConnection, worker_id: &str, until: i64) -> Result<u64, sqlx::Error> {
+    let renewed = sqlx::query("UPDATE jobs SET locked_until = $1 WHERE locked_by = $2 AND status = 'running'")
         .bind(until)
-        .bind(id)
+        .bind(worker_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if renewed > 0 {
+        sqlx::query(
+            "UPDATE memberships SET attempt_lock_until = $1 WHERE attempt_lock_job IN \
+             (SELECT id FROM jobs WHERE locked_by = $2 AND status = 'running')",
+        )
+        .bind(until)
         .bind(worker_id)
         .execute(conn)
         .await?;
-    Ok(done.rows_affected() == 1)
+    }
+    Ok(renewed)
 }
 
 /// What happens to a claimed job after its run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
     Done,
-    /// Run again at this time; `failed` counts the run against the retry budget.
+    /// Run again at this time (unix milliseconds); `failed` counts the run against the retry budget.
     RetryAt { at: i64, error: Option<String>, failed: bool },
     /// Out of retries or not retryable: kept for operators.
     Dead { error: String },
 }
 
+/// Finishes one job this worker holds; false if the lease was lost (the job is no longer ours).
 pub async fn finish(conn: &mut AnyConnection, id: &str, worker_id: &str, finish: &Finish, now: i64) -> Result<bool, sqlx::Error> {
     let (status, run_at, error, failed) = match finish {
-        Finish::Done => ("done", None, None, false),
-        Finish::RetryAt { at, error, failed } => ("queued", Some(*at), error.clone(), *failed),
-        Finish::Dead { error } => ("dead", None, Some(error.clone()), true),
+        Finish::Done => (JobStatus::Done, None, None, false),
+        Finish::RetryAt { at, error, failed } => (JobStatus::Queued, Some(*at), error.clone(), *failed),
+        Finish::Dead { error } => (JobStatus::Dead, None, Some(error.clone()), true),
     };
     let done = sqlx::query(
         "UPDATE jobs SET status = $1, run_at = COALESCE($2, run_at), last_error = COALESCE($3, last_error), \
          failures = failures + $4, locked_by = NULL, locked_until = NULL, updated_at = $5 \
          WHERE id = $6 AND locked_by = $7 AND status = 'running'",
     )
-    .bind(status)
+    .bind(status.as_str())
     .bind(run_at)
     .bind(error)
     .bind(i64::from(failed))
@@ -160,6 +232,24 @@ pub async fn finish(conn: &mut AnyConnection, id: &str, worker_id: &str, finish:
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Marks many jobs this worker holds `done` in one statement; returns the ids that were still
+/// ours (a job whose lease was lost belongs to whoever recovered it).
+pub async fn finish_done(conn: &mut AnyConnection, ids: &[&str], worker_id: &str, now: i64) -> Result<Vec<String>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "UPDATE jobs SET status = 'done', locked_by = NULL, locked_until = NULL, updated_at = $1 \
+         WHERE locked_by = $2 AND status = 'running' AND id IN ({}) RETURNING id",
+        placeholders(3, ids.len())
+    );
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now).bind(worker_id);
+    for id in ids {
+        query = query.bind(*id);
+    }
+    query.fetch_all(conn).await
 }
 
 /// Running jobs whose worker stopped renewing the lease (killed, hung, partitioned).
@@ -186,17 +276,6 @@ pub async fn recover(conn: &mut AnyConnection, job: &JobRow, now: i64) -> Result
     Ok(done.rows_affected() == 1)
 }
 
-/// Jobs handed to the transport long ago and never claimed: the transport lost them
-/// (Redis flushed or restarted without persistence). Back to the outbox.
-pub async fn requeue_stale_enqueued(conn: &mut AnyConnection, older_than: i64, now: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("UPDATE jobs SET status = 'queued', updated_at = $1 WHERE status = 'enqueued' AND updated_at < $2")
-        .bind(now)
-        .bind(older_than)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected())
-}
-
 /// Gives back the jobs a stopping worker still holds.
 pub async fn release_worker(conn: &mut AnyConnection, worker_id: &str, now: i64) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
@@ -214,7 +293,7 @@ pub async fn release_worker(conn: &mut AnyConnection, worker_id: &str, now: i64)
 pub async fn discard_waiting(conn: &mut AnyConnection, membership_id: &str, queue: &str, now: i64) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE jobs SET status = 'discarded', updated_at = $1 \
-         WHERE membership_id = $2 AND queue = $3 AND status IN ('queued', 'enqueued')",
+         WHERE membership_id = $2 AND queue = $3 AND status = 'queued'",
     )
     .bind(now)
     .bind(membership_id)
@@ -227,7 +306,7 @@ pub async fn discard_waiting(conn: &mut AnyConnection, membership_id: &str, queu
 /// Whether a job of this queue for the membership is waiting or running.
 pub async fn has_live(conn: &mut AnyConnection, membership_id: &str, queue: &str) -> Result<bool, sqlx::Error> {
     let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM jobs WHERE membership_id = $1 AND queue = $2 AND status IN ('queued', 'enqueued', 'running')",
+        "SELECT COUNT(*) FROM jobs WHERE membership_id = $1 AND queue = $2 AND status IN ('queued', 'running')",
     )
     .bind(membership_id)
     .bind(queue)
@@ -247,9 +326,9 @@ pub async fn counts(conn: &mut AnyConnection, queue: &str) -> Result<Vec<(String
 /// Jobs of a queue with exactly this payload, by status: `(waiting, running)`.
 pub async fn count_live_with_payload(conn: &mut AnyConnection, queue: &str, payload: &str) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(
-        "SELECT COALESCE(SUM(CASE WHEN status IN ('queued', 'enqueued') THEN 1 ELSE 0 END), 0), \
+        "SELECT COALESCE(SUM(CASE WHEN status = 'queued' THEN 1 ELSE 0 END), 0), \
          COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0) \
-         FROM jobs WHERE queue = $1 AND payload = $2 AND status IN ('queued', 'enqueued', 'running')",
+         FROM jobs WHERE queue = $1 AND payload = $2 AND status IN ('queued', 'running')",
     )
     .bind(queue)
     .bind(payload)
@@ -261,7 +340,7 @@ pub async fn count_live_with_payload(conn: &mut AnyConnection, queue: &str, payl
 pub async fn discard_waiting_with_payload(conn: &mut AnyConnection, queue: &str, payload: &str, now: i64) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE jobs SET status = 'discarded', updated_at = $1 \
-         WHERE queue = $2 AND payload = $3 AND status IN ('queued', 'enqueued')",
+         WHERE queue = $2 AND payload = $3 AND status = 'queued'",
     )
     .bind(now)
     .bind(queue)
@@ -271,14 +350,14 @@ pub async fn discard_waiting_with_payload(conn: &mut AnyConnection, queue: &str,
     Ok(done.rows_affected())
 }
 
-pub async fn list_recent(conn: &mut AnyConnection, queue: &str, status: Option<&str>, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
+pub async fn list_recent(conn: &mut AnyConnection, queue: &str, status: Option<JobStatus>, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
     match status {
         Some(status) => {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {COLUMNS} FROM jobs WHERE queue = $1 AND status = $2 ORDER BY updated_at DESC, id LIMIT $3"
             )))
             .bind(queue)
-            .bind(status)
+            .bind(status.as_str())
             .bind(limit)
             .fetch_all(conn)
             .await
@@ -299,7 +378,7 @@ pub async fn list_recent(conn: &mut AnyConnection, queue: &str, status: Option<&
 pub async fn retry_now(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE jobs SET status = 'queued', run_at = $1, updated_at = $1 \
-         WHERE id = $2 AND status IN ('queued', 'enqueued', 'dead', 'discarded')",
+         WHERE id = $2 AND status IN ('queued', 'dead', 'discarded')",
     )
     .bind(now)
     .bind(id)
@@ -311,7 +390,7 @@ pub async fn retry_now(conn: &mut AnyConnection, id: &str, now: i64) -> Result<b
 /// An operator's "discard"; false if the job is running or already finished.
 pub async fn discard(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE jobs SET status = 'discarded', updated_at = $1 WHERE id = $2 AND status IN ('queued', 'enqueued', 'dead')",
+        "UPDATE jobs SET status = 'discarded', updated_at = $1 WHERE id = $2 AND status IN ('queued', 'dead')",
     )
     .bind(now)
     .bind(id)

@@ -208,7 +208,7 @@ pub async fn owed_without_job(conn: &mut AnyConnection, limit: i64) -> Result<Ve
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM memberships m WHERE m.delivery_status IN ('pending', 'failed') \
          AND m.status IN ('active', 'grace') AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.membership_id = m.id AND j.queue = 'delivery' \
-           AND j.status IN ('queued', 'enqueued', 'running')) \
+           AND j.status IN ('queued', 'running')) \
          ORDER BY m.updated_at LIMIT $1"
     )))
     .bind(limit)

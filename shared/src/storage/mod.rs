@@ -45,7 +45,9 @@ pub struct Db {
 }
 
 impl Db {
-    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+    /// Opens a pool of at most `max_connections` (`HILT_DB_MAX_CONNECTIONS`): callers wait for a
+    /// free connection (up to 10 s, then a 503) rather than open more.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
         let pool = match backend {
@@ -56,7 +58,7 @@ impl Db {
                     format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
                 };
                 AnyPoolOptions::new()
-                    .max_connections(8)
+                    .max_connections(max_connections)
                     .acquire_timeout(Duration::from_secs(10))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
@@ -73,9 +75,8 @@ impl Db {
                     .await?
             }
             Backend::Postgres => {
-                // Enough for a worker's concurrency plus its relay, sweeper and lease keepers.
                 AnyPoolOptions::new()
-                    .max_connections(40)
+                    .max_connections(max_connections)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(url)
                     .await?

@@ -9,7 +9,7 @@ use hilt_shared::{
     storage::{
         Tx,
         attempts::{self, AttemptRow},
-        jobs::{self, Finish, JobRow},
+        jobs::{Finish, JobRow},
         memberships::{self, MembershipRow},
         products::{self, ProductRow},
     },
@@ -24,15 +24,15 @@ pub struct Ready {
     pub product: ProductRow,
 }
 
-/// None when the job was settled here: membership gone or nothing to do (done), another
-/// attempt holds the lock (tried again shortly), or the product is gone (dead).
+/// `Err(finish)` when there is no attempt to make: membership gone or nothing to do (done),
+/// another attempt holds the lock (tried again shortly), or the product is gone (dead).
 pub async fn prepare(
     ctx: &JobContext,
     job: &JobRow,
     membership_id: &str,
     now: Millis,
     nothing_to_do: impl FnOnce(&MembershipRow) -> Option<&'static str>,
-) -> anyhow::Result<Option<Ready>> {
+) -> anyhow::Result<Result<Ready, Finish>> {
     let mut tx = ctx.db.begin().await?;
     let outcome = match memberships::get_any(&mut tx, membership_id).await? {
         None => Finish::Done,
@@ -44,16 +44,15 @@ pub async fn prepare(
                 let wait = now + i64::try_from(ctx.tuning.lock_wait.as_millis()).unwrap_or(1_000);
                 Finish::RetryAt { at: wait, error: None, failed: false }
             } else if let Some(product) = products::get(&mut tx, &membership.merchant_id, &membership.product_id).await? {
-                return Ok(Some(Ready { tx, membership, product }));
+                return Ok(Ok(Ready { tx, membership, product }));
             } else {
                 memberships::unlock(&mut tx, &membership.id, &job.id).await?;
                 Finish::Dead { error: "product no longer exists".into() }
             }
         }
     };
-    jobs::finish(&mut tx, &job.id, &ctx.worker_id, &outcome, now).await?;
     tx.commit().await?;
-    Ok(None)
+    Ok(Err(outcome))
 }
 
 /// Writes the attempt row and commits, so the attempt exists before the provider is called.

@@ -3,23 +3,29 @@
 
 use std::time::Instant;
 
+use futures::future::BoxFuture;
 use hilt_shared::{
     clock::{now_ms, rfc3339},
-    domain::{DeliveryStatus, MembershipStatus, Platform, retry::next_delay},
+    domain::{AttemptId, DeliveryStatus, MembershipStatus, Period, Platform, retry::next_delay},
     providers::{ErrorClass, ProviderError},
-    queue::{DeliveryJob, Trigger},
+    queue::{DeliveryJob, Queue, Trigger},
     service::{payments::record_event, support},
     storage::{
         attempts::{self, AttemptRow},
-        jobs::{self, Finish, JobRow},
+        jobs::{Finish, JobRow},
         memberships::{self, MembershipRow},
-        products::ProductRow,
+        products::{self, ProductRow},
     },
     views::MembershipView,
 };
+use sqlx::AnyConnection;
+use tracing::Instrument;
 
-use super::{attempt, finish_alone};
-use crate::JobContext;
+use super::attempt;
+use crate::{
+    JobContext,
+    engine::{Job, Outcome, Record},
+};
 
 /// Invite links stay valid this long; a buyer who misses it gets a new one from a retry.
 const INVITE_VALIDITY_MS: i64 = 7 * 86_400_000;
@@ -51,6 +57,16 @@ impl Plan {
         }
     }
 
+    /// Whether the attempt reaches outside (a provider or an email), so its row must be
+    /// committed before the call.
+    fn calls_out(&self, m: &MembershipRow) -> bool {
+        match self {
+            Plan::Telegram { .. } | Plan::Discord { .. } => true,
+            Plan::Fallback { .. } => m.email.is_some(),
+            Plan::NotConfigured => false,
+        }
+    }
+
     fn provider(&self) -> &'static str {
         match self {
             Plan::Telegram { .. } => "telegram",
@@ -69,34 +85,110 @@ struct Delivered {
     via: &'static str,
 }
 
-pub async fn run(ctx: &JobContext, job: &JobRow) -> anyhow::Result<()> {
-    let Ok(intent) = serde_json::from_str::<DeliveryJob>(&job.payload) else {
-        return finish_alone(ctx, job, Finish::Dead { error: "unreadable job payload".into() }).await;
-    };
-    let now = now_ms();
+pub struct Delivery;
 
-    // 1. Reload by id, skip what is already done, take the membership's attempt lock, and
-    //    write the attempt row — all committed before the provider is called.
-    let Some(ready) = attempt::prepare(ctx, job, &intent.membership_id, now, |m| nothing_to_do(m, intent.trigger)).await? else {
-        return Ok(());
-    };
-    let plan = Plan::for_product(ctx, &ready.product);
-    let summary = request_summary(&plan, &ready.membership);
-    let (mut attempt, membership, _) =
-        attempt::start(ctx, job, ready, intent.trigger, intent.payment_id.clone(), plan.provider(), summary, now).await?;
-    let span = tracing::info_span!("attempt", attempt.id = %attempt.id, provider = plan.provider());
-    let _entered = span.enter();
+impl Job for Delivery {
+    const QUEUE: Queue = Queue::Delivery;
+    type Payload = DeliveryJob;
 
-    // 2. The provider call, outside any transaction.
-    let started = Instant::now();
-    let result = hand_over(ctx, &plan, &membership, &attempt.id).await;
-    attempt.duration_ms = Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
-    if let Err(e) = &result {
-        ctx.auth_breaker.record(plan.provider(), e.http_status);
+    async fn run(ctx: &JobContext, job: &JobRow, intent: DeliveryJob) -> anyhow::Result<Outcome> {
+        let now = now_ms();
+        let (membership, product) = {
+            let mut conn = ctx.db.conn().await?;
+            let Some(m) = memberships::get_any(&mut conn, &intent.membership_id).await? else { return Ok(Outcome::done()) };
+            let product = products::get(&mut conn, &m.merchant_id, &m.product_id).await?;
+            (m, product)
+        };
+        if let Some(reason) = nothing_to_do(&membership, intent.trigger) {
+            tracing::info!(reason, "attempt not needed");
+            return Ok(Outcome::done());
+        }
+        let Some(product) = product else { return Ok(Outcome::dead("product no longer exists")) };
+        let plan = Plan::for_product(ctx, &product);
+        if !plan.calls_out(&membership) {
+            // Nothing leaves the process (a fallback link to show, or nothing configured): the
+            // attempt is written whole with its outcome, in the completer's transaction.
+            let attempt = unrecorded_attempt(ctx, job, &intent, &membership, plan.provider(), request_summary(&plan, &membership), now);
+            let result = hand_over(ctx, &plan, &membership, &attempt.id).await;
+            return Ok(Outcome::record(outcome(ctx, job, intent, attempt, result, false)));
+        }
+
+        // 1. Take the membership's attempt lock and write the attempt row, committed before the
+        //    provider is called.
+        let ready = match attempt::prepare(ctx, job, &intent.membership_id, now, |m| nothing_to_do(m, intent.trigger)).await? {
+            Ok(ready) => ready,
+            Err(finish) => return Ok(Outcome::Finish(finish)),
+        };
+        let plan = Plan::for_product(ctx, &ready.product);
+        let summary = request_summary(&plan, &ready.membership);
+        let (mut attempt, membership, _) =
+            attempt::start(ctx, job, ready, intent.trigger, intent.payment_id.clone(), plan.provider(), summary, now).await?;
+
+        // 2. The provider call, outside any transaction.
+        let started = Instant::now();
+        let span = tracing::info_span!("attempt", attempt.id = %attempt.id, provider = plan.provider());
+        let result = hand_over(ctx, &plan, &membership, &attempt.id).instrument(span).await;
+        attempt.duration_ms = Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
+        if let Err(e) = &result {
+            ctx.auth_breaker.record(plan.provider(), e.http_status);
+        }
+
+        // 3. The outcome and the next step, written by the completer.
+        Ok(Outcome::record(outcome(ctx, job, intent, attempt, result, true)))
     }
+}
 
-    // 3. The outcome and the next step, in one transaction.
-    record_outcome(ctx, job, &intent, attempt, result).await
+fn outcome(
+    ctx: &JobContext,
+    job: &JobRow,
+    intent: DeliveryJob,
+    attempt: AttemptRow,
+    result: Result<Delivered, ProviderError>,
+    attempt_recorded: bool,
+) -> DeliveryOutcome {
+    DeliveryOutcome {
+        job_id: job.id.clone(),
+        failures: job.failures,
+        intent,
+        attempt,
+        attempt_recorded,
+        result,
+        retry_schedule: ctx.tuning.retry_schedule.clone(),
+        lease_ms: ctx.lease_ms(),
+        lock_wait_ms: i64::try_from(ctx.tuning.lock_wait.as_millis()).unwrap_or(1_000),
+    }
+}
+
+/// An attempt that is written only with its outcome (no provider call to protect).
+fn unrecorded_attempt(
+    ctx: &JobContext,
+    job: &JobRow,
+    intent: &DeliveryJob,
+    m: &MembershipRow,
+    provider: &str,
+    request_summary: String,
+    now: i64,
+) -> AttemptRow {
+    AttemptRow {
+        id: AttemptId::generate().to_string(),
+        merchant_id: m.merchant_id.clone(),
+        membership_id: m.id.clone(),
+        payment_id: intent.payment_id.clone().or_else(|| Some(m.last_payment_id.clone())),
+        job_id: Some(job.id.clone()),
+        number: 0,
+        trigger_kind: intent.trigger.as_str().to_owned(),
+        provider: provider.to_owned(),
+        outcome: None,
+        error_code: None,
+        error_message: None,
+        error_retryable: None,
+        request_summary: Some(request_summary),
+        response_summary: None,
+        worker_id: ctx.worker_id.clone(),
+        started_at: now,
+        finished_at: None,
+        duration_ms: Some(0),
+    }
 }
 
 /// A job for a membership that needs nothing completes without calling the provider.
@@ -186,102 +278,114 @@ fn invite_text(link: &str) -> String {
     format!("Thanks for your purchase! Here is your access link (single use): {link}")
 }
 
-async fn record_outcome(
-    ctx: &JobContext,
-    job: &JobRow,
-    intent: &DeliveryJob,
-    mut attempt: AttemptRow,
+/// What a delivery attempt writes: the attempt, the membership's delivery state, events
+/// (and their webhook fan-out), the delivery ticket on manual review; and the job's next run.
+struct DeliveryOutcome {
+    job_id: String,
+    /// The job's failed runs before this one.
+    failures: i64,
+    intent: DeliveryJob,
+    attempt: AttemptRow,
+    /// False when the attempt row is first written here (no provider call was made).
+    attempt_recorded: bool,
     result: Result<Delivered, ProviderError>,
-) -> anyhow::Result<()> {
-    let now = now_ms();
-    let mut tx = ctx.db.begin().await?;
-    let Some(mut m) = memberships::get_any(&mut tx, &attempt.membership_id).await? else {
-        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Done, now).await?;
-        tx.commit().await?;
-        return Ok(());
-    };
-    let was_in_review = m.delivery_status == DeliveryStatus::ManualReview.as_str();
-    attempt.finished_at = Some(now);
-    m.delivery_attempts += 1;
-    m.last_attempt_at = Some(now);
-    m.updated_at = now;
+    retry_schedule: Vec<Period>,
+    lease_ms: i64,
+    lock_wait_ms: i64,
+}
 
-    let (finish, events): (Finish, Vec<&str>) = match result {
-        Ok(delivered) => {
-            attempt.outcome = Some("succeeded".into());
-            attempt.response_summary = Some(format!("delivered via {}", delivered.via));
-            m.delivery_status = DeliveryStatus::Delivered.as_str().into();
-            m.last_error_code = None;
-            m.last_error_message = None;
-            m.last_error_retryable = None;
-            m.next_retry_at = None;
-            m.invite_url = delivered.invite_url.or(m.invite_url);
-            m.fallback_used = i64::from(delivered.fallback_used);
-            m.delivered_at = Some(now);
-            if let Some(ticket) = m.support_ticket_id.clone().filter(|_| was_in_review || intent.trigger == Trigger::Manual) {
-                let note = format!(
-                    "Delivered on attempt #{} ({} trigger, via {}).",
-                    attempt.number, attempt.trigger_kind, delivered.via
-                );
-                support::add_system_message(&mut tx, &ticket, &note, now).await?;
+impl Record for DeliveryOutcome {
+    fn record<'c>(&'c self, conn: &'c mut AnyConnection, now: i64) -> BoxFuture<'c, anyhow::Result<Finish>> {
+        Box::pin(self.write(conn, now))
+    }
+}
+
+impl DeliveryOutcome {
+    async fn write(&self, tx: &mut AnyConnection, now: i64) -> anyhow::Result<Finish> {
+        let intent = &self.intent;
+        let mut attempt = self.attempt.clone();
+        let Some(mut m) = memberships::get_any(tx, &attempt.membership_id).await? else {
+            return Ok(Finish::Done);
+        };
+        if !self.attempt_recorded {
+            // The same lock a provider attempt takes, so this never overlaps one; released below.
+            if !memberships::lock_for_attempt(tx, &m.id, &self.job_id, now, now + self.lease_ms).await? {
+                return Ok(Finish::RetryAt { at: now + self.lock_wait_ms, error: None, failed: false });
             }
-            (Finish::Done, vec!["delivery.succeeded"])
+            attempt.number = attempts::max_number(tx, &m.id).await? + 1;
+            attempts::insert(tx, &attempt).await?;
         }
-        Err(e) => {
-            attempt::record_failure(&mut attempt, &mut m, &e);
-            let failures = usize::try_from(job.failures + 1).unwrap_or(usize::MAX);
-            // A manual push from manual review is one try: failing leaves it in review.
-            let stays_in_review = was_in_review && intent.trigger == Trigger::Manual;
-            let delay = if e.retryable() && !stays_in_review {
-                next_delay(&ctx.tuning.retry_schedule, failures, e.retry_after)
-            } else {
-                None
-            };
-            match delay {
-                Some(delay) => {
-                    let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                    m.delivery_status = DeliveryStatus::Failed.as_str().into();
-                    m.next_retry_at = Some(at);
-                    tracing::warn!(error.code = %e.code, class = e.class.as_str(), retry_at = %rfc3339(at), "delivery failed; retry scheduled");
-                    (Finish::RetryAt { at, error: Some(e.code.clone()), failed: true }, vec!["delivery.failed"])
+        let was_in_review = m.delivery_status == DeliveryStatus::ManualReview.as_str();
+        attempt.finished_at = Some(now);
+        m.delivery_attempts += 1;
+        m.last_attempt_at = Some(now);
+        m.updated_at = now;
+
+        let (finish, events): (Finish, Vec<&str>) = match &self.result {
+            Ok(delivered) => {
+                attempt.outcome = Some("succeeded".into());
+                attempt.response_summary = Some(format!("delivered via {}", delivered.via));
+                m.delivery_status = DeliveryStatus::Delivered.as_str().into();
+                m.last_error_code = None;
+                m.last_error_message = None;
+                m.last_error_retryable = None;
+                m.next_retry_at = None;
+                m.invite_url = delivered.invite_url.clone().or(m.invite_url);
+                m.fallback_used = i64::from(delivered.fallback_used);
+                m.delivered_at = Some(now);
+                if let Some(ticket) = m.support_ticket_id.clone().filter(|_| was_in_review || intent.trigger == Trigger::Manual) {
+                    let note = format!(
+                        "Delivered on attempt #{} ({} trigger, via {}).",
+                        attempt.number, attempt.trigger_kind, delivered.via
+                    );
+                    support::add_system_message(tx, &ticket, &note, now).await?;
                 }
-                None => {
-                    m.delivery_status = DeliveryStatus::ManualReview.as_str().into();
-                    m.next_retry_at = None;
-                    tracing::warn!(error.code = %e.code, class = e.class.as_str(), "delivery moved to manual review");
-                    let summary = review_summary(&mut tx, &m, &attempt, &e).await?;
-                    let (ticket, _) = support::open_or_reuse_delivery_ticket(
-                        &mut tx,
-                        &m,
-                        "Delivery needs attention",
-                        &summary,
-                        now,
-                    )
-                    .await?;
-                    m.support_ticket_id = Some(ticket);
-                    let mut events = vec!["delivery.failed"];
-                    if !was_in_review {
-                        events.push("delivery.manual_review");
+                (Finish::Done, vec!["delivery.succeeded"])
+            }
+            Err(e) => {
+                attempt::record_failure(&mut attempt, &mut m, e);
+                let failures = usize::try_from(self.failures + 1).unwrap_or(usize::MAX);
+                // A manual push from manual review is one try: failing leaves it in review.
+                let stays_in_review = was_in_review && intent.trigger == Trigger::Manual;
+                let delay = if e.retryable() && !stays_in_review {
+                    next_delay(&self.retry_schedule, failures, e.retry_after)
+                } else {
+                    None
+                };
+                match delay {
+                    Some(delay) => {
+                        let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                        m.delivery_status = DeliveryStatus::Failed.as_str().into();
+                        m.next_retry_at = Some(at);
+                        tracing::warn!(error.code = %e.code, class = e.class.as_str(), retry_at = %rfc3339(at), "delivery failed; retry scheduled");
+                        (Finish::RetryAt { at, error: Some(e.code.clone()), failed: true }, vec!["delivery.failed"])
                     }
-                    (Finish::Dead { error: e.code.clone() }, events)
+                    None => {
+                        m.delivery_status = DeliveryStatus::ManualReview.as_str().into();
+                        m.next_retry_at = None;
+                        tracing::warn!(error.code = %e.code, class = e.class.as_str(), "delivery moved to manual review");
+                        let summary = review_summary(tx, &m, &attempt, e).await?;
+                        let (ticket, _) =
+                            support::open_or_reuse_delivery_ticket(tx, &m, "Delivery needs attention", &summary, now).await?;
+                        m.support_ticket_id = Some(ticket);
+                        let mut events = vec!["delivery.failed"];
+                        if !was_in_review {
+                            events.push("delivery.manual_review");
+                        }
+                        (Finish::Dead { error: e.code.clone() }, events)
+                    }
                 }
             }
-        }
-    };
+        };
 
-    attempts::finish(&mut tx, &attempt).await?;
-    memberships::update_delivery(&mut tx, &m).await?;
-    let data = serde_json::to_value(MembershipView::from(&m))?;
-    for kind in events {
-        record_event(&mut tx, &m.merchant_id, kind, Some(&m.id), attempt.payment_id.as_deref(), data.clone(), now).await?;
+        attempts::finish(tx, &attempt).await?;
+        memberships::update_delivery(tx, &m).await?;
+        let data = serde_json::to_value(MembershipView::from(&m))?;
+        for kind in events {
+            record_event(tx, &m.merchant_id, kind, Some(&m.id), attempt.payment_id.as_deref(), data.clone(), now).await?;
+        }
+        Ok(finish)
     }
-    if !jobs::finish(&mut tx, &job.id, &ctx.worker_id, &finish, now).await? {
-        // The lease was lost (the sweeper gave the job to another worker): leave the outcome to it.
-        tracing::warn!("job lease lost before recording the outcome; discarding this result");
-        return Ok(());
-    }
-    tx.commit().await?;
-    Ok(())
 }
 
 /// The system message on the delivery ticket: what was tried, what failed, what to do next.

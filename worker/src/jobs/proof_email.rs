@@ -13,39 +13,50 @@
 //!   `failed` with `outcome_unknown`. Into the outbox folder a resend only rewrites the same
 //!   `{id}.eml`, so there it is sent again and still makes one email.
 
+use futures::future::BoxFuture;
 use hilt_shared::{
     clock::now_ms,
     domain::retry::next_delay,
     providers::ProviderError,
-    queue::ProofEmailJob,
+    queue::{ProofEmailJob, Queue},
     service::proof_emails::compose,
     storage::{
-        jobs::{self, Finish, JobRow},
+        jobs::{Finish, JobRow},
         proof_emails::{self, ProofEmailRow},
         receipts,
     },
 };
 
-use super::finish_alone;
-use crate::JobContext;
+use sqlx::AnyConnection;
+
+use crate::{
+    JobContext,
+    engine::{Job, Outcome, Record},
+};
 
 /// How long a claim protects a send in progress. The mailer bounds one SMTP exchange to three
 /// times the provider timeout (30 s by default); past this the claiming run is surely over.
 const SEND_LEASE_MS: i64 = 2 * 60_000;
 
-pub async fn run(ctx: &JobContext, job: &JobRow) -> anyhow::Result<()> {
-    let Ok(intent) = serde_json::from_str::<ProofEmailJob>(&job.payload) else {
-        return finish_alone(ctx, job, Finish::Dead { error: "unreadable job payload".into() }).await;
-    };
+pub struct ProofEmail;
+
+impl Job for ProofEmail {
+    const QUEUE: Queue = Queue::ProofEmail;
+    type Payload = ProofEmailJob;
+
+    async fn run(ctx: &JobContext, job: &JobRow, intent: ProofEmailJob) -> anyhow::Result<Outcome> {
+        run(ctx, job, intent).await
+    }
+}
+
+async fn run(ctx: &JobContext, job: &JobRow, intent: ProofEmailJob) -> anyhow::Result<Outcome> {
     let now = now_ms();
     let resend_is_harmless = ctx.providers.mailer.outbox_dir().is_some();
 
     // 1. Claim the request (the idempotency record) and commit before anything is sent.
     let mut tx = ctx.db.begin().await?;
     let Some(request) = proof_emails::get(&mut tx, &intent.proof_email_id).await? else {
-        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Done, now).await?;
-        tx.commit().await?;
-        return Ok(());
+        return Ok(Outcome::done());
     };
     let early = match request.status.as_str() {
         "sent" | "failed" => Some(Finish::Done),
@@ -73,23 +84,17 @@ pub async fn run(ctx: &JobContext, job: &JobRow) -> anyhow::Result<()> {
         _ => None,
     };
     if let Some(finish) = early {
-        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &finish, now).await?;
         tx.commit().await?;
-        return Ok(());
+        return Ok(Outcome::Finish(finish));
     }
     let Some(receipt) = receipts::get_any(&mut tx, &request.receipt_id).await? else {
-        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Dead { error: "receipt no longer exists".into() }, now).await?;
-        tx.commit().await?;
-        return Ok(());
+        return Ok(Outcome::dead("receipt no longer exists"));
     };
     let Some(claimed) =
         proof_emails::claim(&mut tx, &request.id, &job.id, now, now + SEND_LEASE_MS, resend_is_harmless).await?
     else {
         // Changed under us (another run claimed it first): look again shortly.
-        let retry = Finish::RetryAt { at: now + 1_000, error: None, failed: false };
-        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &retry, now).await?;
-        tx.commit().await?;
-        return Ok(());
+        return Ok(Outcome::Finish(Finish::RetryAt { at: now + 1_000, error: None, failed: false }));
     };
     tx.commit().await?;
 
@@ -101,16 +106,35 @@ pub async fn run(ctx: &JobContext, job: &JobRow) -> anyhow::Result<()> {
         .send(&claimed.address, &message.subject, &message.text, Some(&message.html), &claimed.id)
         .await;
 
-    // 3. Record the outcome and the job's next step together.
-    record(ctx, job, claimed, result).await
+    // 3. The outcome and the job's next step, written together by the completer.
+    Ok(Outcome::record(outcome(ctx, claimed, result)))
 }
 
-async fn record(
-    ctx: &JobContext,
-    job: &JobRow,
-    claimed: ProofEmailRow,
-    result: Result<(), ProviderError>,
-) -> anyhow::Result<()> {
+/// What a send writes: the request's outcome (a fact even if the job's lease was lost, so
+/// whichever run holds the job now finds the request finished and sends nothing).
+struct ProofEmailOutcome {
+    row: ProofEmailRow,
+    attempt: i64,
+    finish: Finish,
+}
+
+impl Record for ProofEmailOutcome {
+    fn record<'c>(&'c self, conn: &'c mut AnyConnection, now: i64) -> BoxFuture<'c, anyhow::Result<Finish>> {
+        Box::pin(async move {
+            let row = ProofEmailRow { updated_at: now, ..self.row.clone() };
+            if !proof_emails::finish_attempt(conn, &row, self.attempt).await? {
+                tracing::warn!(proof_email.id = %row.id, attempt = self.attempt, "proof email claim was no longer current; outcome not recorded");
+            }
+            Ok(self.finish.clone())
+        })
+    }
+
+    fn keep_when_lease_lost(&self) -> bool {
+        true
+    }
+}
+
+fn outcome(ctx: &JobContext, claimed: ProofEmailRow, result: Result<(), ProviderError>) -> ProofEmailOutcome {
     let now = now_ms();
     let attempt = claimed.attempts;
     let mut row = ProofEmailRow { sending_until: None, updated_at: now, ..claimed };
@@ -146,15 +170,5 @@ async fn record(
             }
         }
     };
-    let mut tx = ctx.db.begin().await?;
-    if !proof_emails::finish_attempt(&mut tx, &row, attempt).await? {
-        tracing::warn!(proof_email.id = %row.id, attempt, "proof email claim was no longer current; outcome not recorded");
-    }
-    if !jobs::finish(&mut tx, &job.id, &ctx.worker_id, &finish, now).await? {
-        // The job lease was lost, but the email's outcome is a fact: keep it, so whichever run
-        // holds the job now finds the request finished and sends nothing.
-        tracing::warn!("job lease lost before recording the proof email outcome; outcome kept");
-    }
-    tx.commit().await?;
-    Ok(())
+    ProofEmailOutcome { row, attempt, finish }
 }

@@ -6,9 +6,10 @@
 
 use std::time::Instant;
 
+use futures::future::BoxFuture;
 use hilt_shared::{
     clock::now_ms,
-    domain::{DeliveryStatus, MembershipStatus, Platform, retry::next_delay},
+    domain::{DeliveryStatus, MembershipStatus, Period, Platform, retry::next_delay},
     providers::ProviderError,
     queue::{self, DeliveryJob, Queue, RevokeJob, Trigger},
     service::{payments::record_event, support},
@@ -20,8 +21,14 @@ use hilt_shared::{
     },
 };
 
-use super::{attempt, finish_alone};
-use crate::JobContext;
+use sqlx::AnyConnection;
+use tracing::Instrument;
+
+use super::attempt;
+use crate::{
+    JobContext,
+    engine::{Job, Outcome, Record},
+};
 
 /// What removing access means for a product, given what is configured and known.
 enum Plan {
@@ -75,29 +82,32 @@ impl Plan {
     }
 }
 
-pub async fn run(ctx: &JobContext, job: &JobRow) -> anyhow::Result<()> {
-    let Ok(intent) = serde_json::from_str::<RevokeJob>(&job.payload) else {
-        return finish_alone(ctx, job, Finish::Dead { error: "unreadable job payload".into() }).await;
-    };
-    let now = now_ms();
+pub struct Revoke;
 
-    let Some(ready) = attempt::prepare(ctx, job, &intent.membership_id, now, nothing_to_do).await? else {
-        return Ok(());
-    };
-    // The same per-membership lock as delivery: a removal never races a re-delivery.
-    let plan = Plan::for_membership(ctx, &ready.product, &ready.membership);
-    let summary = plan.request_summary();
-    let (mut attempt, _, _) = attempt::start(ctx, job, ready, Trigger::Revoke, None, plan.provider(), summary, now).await?;
-    let span = tracing::info_span!("attempt", attempt.id = %attempt.id, provider = plan.provider());
-    let _entered = span.enter();
+impl Job for Revoke {
+    const QUEUE: Queue = Queue::Revoke;
+    type Payload = RevokeJob;
 
-    let started = Instant::now();
-    let result = remove(ctx, &plan).await;
-    attempt.duration_ms = Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
-    if let Err(e) = &result {
-        ctx.auth_breaker.record(plan.provider(), e.http_status);
+    async fn run(ctx: &JobContext, job: &JobRow, intent: RevokeJob) -> anyhow::Result<Outcome> {
+        let now = now_ms();
+        let ready = match attempt::prepare(ctx, job, &intent.membership_id, now, nothing_to_do).await? {
+            Ok(ready) => ready,
+            Err(finish) => return Ok(Outcome::Finish(finish)),
+        };
+        // The same per-membership lock as delivery: a removal never races a re-delivery.
+        let plan = Plan::for_membership(ctx, &ready.product, &ready.membership);
+        let summary = plan.request_summary();
+        let (mut attempt, _, _) = attempt::start(ctx, job, ready, Trigger::Revoke, None, plan.provider(), summary, now).await?;
+
+        let started = Instant::now();
+        let span = tracing::info_span!("attempt", attempt.id = %attempt.id, provider = plan.provider());
+        let result = remove(ctx, &plan).instrument(span).await;
+        attempt.duration_ms = Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
+        if let Err(e) = &result {
+            ctx.auth_breaker.record(plan.provider(), e.http_status);
+        }
+        Ok(Outcome::record(RevokeOutcome { failures: job.failures, attempt, result, retry_schedule: ctx.tuning.retry_schedule.clone() }))
     }
-    record_outcome(ctx, job, attempt, result).await
 }
 
 /// Access that is current again, or already removed, needs no removal.
@@ -131,13 +141,27 @@ async fn remove(ctx: &JobContext, plan: &Plan) -> Result<String, ProviderError> 
     }
 }
 
-async fn record_outcome(ctx: &JobContext, job: &JobRow, mut attempt: AttemptRow, result: Result<String, ProviderError>) -> anyhow::Result<()> {
-    let now = now_ms();
-    let mut tx = ctx.db.begin().await?;
-    let Some(mut m) = memberships::get_any(&mut tx, &attempt.membership_id).await? else {
-        jobs::finish(&mut tx, &job.id, &ctx.worker_id, &Finish::Done, now).await?;
-        tx.commit().await?;
-        return Ok(());
+/// What a removal attempt writes: the attempt, the membership (revoked, or delivering again
+/// when it was renewed meanwhile), the event or the ticket; and the job's next run.
+struct RevokeOutcome {
+    /// The job's failed runs before this one.
+    failures: i64,
+    attempt: AttemptRow,
+    result: Result<String, ProviderError>,
+    retry_schedule: Vec<Period>,
+}
+
+impl Record for RevokeOutcome {
+    fn record<'c>(&'c self, conn: &'c mut AnyConnection, now: i64) -> BoxFuture<'c, anyhow::Result<Finish>> {
+        Box::pin(self.write(conn, now))
+    }
+}
+
+impl RevokeOutcome {
+    async fn write(&self, tx: &mut AnyConnection, now: i64) -> anyhow::Result<Finish> {
+    let mut attempt = self.attempt.clone();
+    let Some(mut m) = memberships::get_any(tx, &attempt.membership_id).await? else {
+        return Ok(Finish::Done);
     };
     attempt.finished_at = Some(now);
     m.delivery_attempts += 1;
@@ -146,10 +170,10 @@ async fn record_outcome(ctx: &JobContext, job: &JobRow, mut attempt: AttemptRow,
     let renewed_meanwhile =
         matches!(MembershipStatus::parse(&m.status), Some(MembershipStatus::Active | MembershipStatus::Grace));
 
-    let finish = match result {
+    let finish = match &self.result {
         Ok(summary) => {
             attempt.outcome = Some("succeeded".into());
-            attempt.response_summary = Some(summary);
+            attempt.response_summary = Some(summary.clone());
             m.last_error_code = None;
             m.last_error_message = None;
             m.last_error_retryable = None;
@@ -158,9 +182,9 @@ async fn record_outcome(ctx: &JobContext, job: &JobRow, mut attempt: AttemptRow,
                 // Paid again while the removal was in flight: hand access over again.
                 tracing::warn!("membership renewed during the removal; delivering again");
                 m.delivery_status = DeliveryStatus::Pending.as_str().into();
-                if !jobs::has_live(&mut tx, &m.id, Queue::Delivery.as_str()).await? {
+                if !jobs::has_live(tx, &m.id, Queue::Delivery.as_str()).await? {
                     let job = DeliveryJob { membership_id: m.id.clone(), payment_id: Some(m.last_payment_id.clone()), trigger: Trigger::Renewal };
-                    queue::enqueue_delivery(&mut tx, &m.merchant_id, &job, now).await?;
+                    queue::enqueue_delivery(tx, &m.merchant_id, &job, now).await?;
                 }
             } else {
                 m.delivery_status = DeliveryStatus::Revoked.as_str().into();
@@ -169,15 +193,15 @@ async fn record_outcome(ctx: &JobContext, job: &JobRow, mut attempt: AttemptRow,
                     "provider": attempt.provider,
                     "attempt_id": attempt.id,
                 });
-                record_event(&mut tx, &m.merchant_id, "membership.revoked", Some(&m.id), None, data, now).await?;
+                record_event(tx, &m.merchant_id, "membership.revoked", Some(&m.id), None, data, now).await?;
             }
             Finish::Done
         }
         Err(e) => {
-            attempt::record_failure(&mut attempt, &mut m, &e);
-            let failures = usize::try_from(job.failures + 1).unwrap_or(usize::MAX);
+            attempt::record_failure(&mut attempt, &mut m, e);
+            let failures = usize::try_from(self.failures + 1).unwrap_or(usize::MAX);
             let delay = if e.retryable() && !renewed_meanwhile {
-                next_delay(&ctx.tuning.retry_schedule, failures, e.retry_after)
+                next_delay(&self.retry_schedule, failures, e.retry_after)
             } else {
                 None
             };
@@ -200,7 +224,7 @@ async fn record_outcome(ctx: &JobContext, job: &JobRow, mut attempt: AttemptRow,
                         e.message,
                         e.class.as_str()
                     );
-                    let (ticket, _) = support::open_or_reuse_delivery_ticket(&mut tx, &m, "Access removal needs attention", &note, now).await?;
+                    let (ticket, _) = support::open_or_reuse_delivery_ticket(tx, &m, "Access removal needs attention", &note, now).await?;
                     m.support_ticket_id = Some(ticket);
                     Finish::Dead { error: e.code.clone() }
                 }
@@ -208,12 +232,8 @@ async fn record_outcome(ctx: &JobContext, job: &JobRow, mut attempt: AttemptRow,
         }
     };
 
-    attempts::finish(&mut tx, &attempt).await?;
-    memberships::update_delivery(&mut tx, &m).await?;
-    if !jobs::finish(&mut tx, &job.id, &ctx.worker_id, &finish, now).await? {
-        tracing::warn!("job lease lost before recording the outcome; discarding this result");
-        return Ok(());
+    attempts::finish(tx, &attempt).await?;
+    memberships::update_delivery(tx, &m).await?;
+    Ok(finish)
     }
-    tx.commit().await?;
-    Ok(())
 }

@@ -5,23 +5,27 @@
 
 use std::time::Instant;
 
+use futures::future::BoxFuture;
 use hilt_shared::{
     clock::{now_ms, rfc3339},
     domain::{WebhookDeliveryId, retry::next_delay, webhook::signature_header},
     providers::webhook::{self, Signed},
-    queue::WebhookJob,
+    queue::{Queue, WebhookJob},
     storage::{
         events::{self, EventRow},
-        jobs::{self, Finish, JobRow},
+        jobs::{Finish, JobRow},
         webhook_deliveries::{self, DeliveryRow},
         webhook_endpoints::{self, EndpointRow},
     },
 };
 use serde::Serialize;
+use sqlx::AnyConnection;
 use tracing::Instrument;
 
-use super::finish_alone;
-use crate::JobContext;
+use crate::{
+    JobContext,
+    engine::{Job, Outcome, Record},
+};
 
 /// The body of every webhook: the event as stored, `data` being the object as the API returns it.
 #[derive(Serialize)]
@@ -33,10 +37,18 @@ struct Body<'a> {
     data: serde_json::Value,
 }
 
-pub async fn run(ctx: &JobContext, job: &JobRow) -> anyhow::Result<()> {
-    let Ok(intent) = serde_json::from_str::<WebhookJob>(&job.payload) else {
-        return finish_alone(ctx, job, Finish::Dead { error: "unreadable job payload".into() }).await;
-    };
+pub struct Webhook;
+
+impl Job for Webhook {
+    const QUEUE: Queue = Queue::Webhook;
+    type Payload = WebhookJob;
+
+    async fn run(ctx: &JobContext, job: &JobRow, intent: WebhookJob) -> anyhow::Result<Outcome> {
+        run(ctx, job, intent).await
+    }
+}
+
+async fn run(ctx: &JobContext, job: &JobRow, intent: WebhookJob) -> anyhow::Result<Outcome> {
     let (endpoint, event) = {
         let mut conn = ctx.db.conn().await?;
         let endpoint = webhook_endpoints::get_any(&mut conn, &intent.endpoint_id).await?;
@@ -45,19 +57,19 @@ pub async fn run(ctx: &JobContext, job: &JobRow) -> anyhow::Result<()> {
     };
     let Some(endpoint) = endpoint.filter(|e| e.deleted_at.is_none()) else {
         tracing::info!(endpoint.id = %intent.endpoint_id, "webhook endpoint deleted; nothing to send");
-        return finish_alone(ctx, job, Finish::Done).await;
+        return Ok(Outcome::done());
     };
     if endpoint.disabled_at.is_some() {
-        return finish_alone(ctx, job, Finish::Dead { error: "endpoint_disabled".into() }).await;
+        return Ok(Outcome::dead("endpoint_disabled"));
     }
     let Some(event) = event else {
-        return finish_alone(ctx, job, Finish::Dead { error: "event not found".into() }).await;
+        return Ok(Outcome::dead("event not found"));
     };
     let span = tracing::info_span!("webhook", endpoint.id = %endpoint.id, event.id = %event.id, event.kind = %event.kind);
     send(ctx, job, &intent, &endpoint, &event).instrument(span).await
 }
 
-async fn send(ctx: &JobContext, job: &JobRow, intent: &WebhookJob, endpoint: &EndpointRow, event: &EventRow) -> anyhow::Result<()> {
+async fn send(ctx: &JobContext, job: &JobRow, intent: &WebhookJob, endpoint: &EndpointRow, event: &EventRow) -> anyhow::Result<Outcome> {
     let body = serde_json::to_vec(&Body {
         id: &event.id,
         kind: &event.kind,
@@ -67,7 +79,7 @@ async fn send(ctx: &JobContext, job: &JobRow, intent: &WebhookJob, endpoint: &En
     let started_at = now_ms();
     let timestamp = started_at.div_euclid(1000);
     let Some(signature) = signature_header(endpoint.signing_secrets(started_at), &event.id, timestamp, &body) else {
-        return finish_alone(ctx, job, Finish::Dead { error: "unusable signing secret".into() }).await;
+        return Ok(Outcome::dead("unusable signing secret"));
     };
 
     // The request, outside any transaction.
@@ -76,7 +88,7 @@ async fn send(ctx: &JobContext, job: &JobRow, intent: &WebhookJob, endpoint: &En
     let result = webhook::send(request, ctx.config.webhook_allow_private, ctx.tuning.webhook_timeout).await;
     let latency_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
 
-    // The attempt and the next step, in one transaction.
+    // The attempt and the next step, written by the completer.
     let now = now_ms();
     let failures = usize::try_from(job.failures + 1).unwrap_or(usize::MAX);
     let (http_status, error, retry_after) = match &result {
@@ -108,7 +120,6 @@ async fn send(ctx: &JobContext, job: &JobRow, intent: &WebhookJob, endpoint: &En
         (Some(code), _) => tracing::warn!(error.code = %code, http.status = http_status, duration_ms = latency_ms, gone, "webhook failed; no more attempts"),
     }
 
-    let mut tx = ctx.db.begin().await?;
     let row = DeliveryRow {
         id: WebhookDeliveryId::generate().to_string(),
         merchant_id: endpoint.merchant_id.clone(),
@@ -116,7 +127,7 @@ async fn send(ctx: &JobContext, job: &JobRow, intent: &WebhookJob, endpoint: &En
         event_id: event.id.clone(),
         event_type: event.kind.clone(),
         job_id: Some(job.id.clone()),
-        attempt: webhook_deliveries::next_attempt(&mut tx, &endpoint.id, &event.id).await?,
+        attempt: 0,
         trigger_kind: intent.trigger.as_str().to_owned(),
         status: status.to_owned(),
         http_status: http_status.map(i64::from),
@@ -127,15 +138,27 @@ async fn send(ctx: &JobContext, job: &JobRow, intent: &WebhookJob, endpoint: &En
         started_at,
         finished_at: now,
     };
-    webhook_deliveries::insert(&mut tx, &row).await?;
-    if gone {
-        tracing::warn!("endpoint answered 410 Gone; disabling it");
-        webhook_endpoints::disable(&mut tx, &endpoint.id, "gone", now).await?;
+    Ok(Outcome::record(WebhookOutcome { row, gone, finish }))
+}
+
+/// What a webhook attempt writes: its row in the deliveries log, the endpoint disabled on 410.
+struct WebhookOutcome {
+    row: DeliveryRow,
+    gone: bool,
+    finish: Finish,
+}
+
+impl Record for WebhookOutcome {
+    fn record<'c>(&'c self, conn: &'c mut AnyConnection, now: i64) -> BoxFuture<'c, anyhow::Result<Finish>> {
+        Box::pin(async move {
+            let mut row = self.row.clone();
+            row.attempt = webhook_deliveries::next_attempt(conn, &row.endpoint_id, &row.event_id).await?;
+            webhook_deliveries::insert(conn, &row).await?;
+            if self.gone {
+                tracing::warn!(endpoint.id = %row.endpoint_id, "endpoint answered 410 Gone; disabling it");
+                webhook_endpoints::disable(conn, &row.endpoint_id, "gone", now).await?;
+            }
+            Ok(self.finish.clone())
+        })
     }
-    if !jobs::finish(&mut tx, &job.id, &ctx.worker_id, &finish, now).await? {
-        tracing::warn!("job lease lost before recording the webhook attempt; discarding this result");
-        return Ok(());
-    }
-    tx.commit().await?;
-    Ok(())
 }

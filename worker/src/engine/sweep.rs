@@ -1,6 +1,6 @@
 //! The sweeper (one at a time across all workers, under a lease): puts back what the database
-//! says is owed but no live job holds — jobs of a dead worker, jobs the transport lost,
-//! memberships whose delivery has no job at all.
+//! says is owed but no live job holds — jobs of a dead worker (lease expired) and memberships
+//! whose delivery has no job at all.
 
 use hilt_shared::{
     clock::now_ms,
@@ -15,13 +15,12 @@ pub const LEASE_NAME: &str = "sweeper";
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
     pub recovered_from_dead_workers: usize,
-    pub requeued_lost_in_transport: u64,
     pub reenqueued_owed_deliveries: usize,
 }
 
 /// One sweep if this worker holds the lease; None when another worker is sweeping.
 /// `look_for_owed` adds the costlier scan for owed deliveries that no job holds (a backstop,
-/// so the loop runs it at the slower vacuum cadence).
+/// so the loop runs it at the slower `owed_scan_every` cadence).
 pub async fn tick(ctx: &JobContext, look_for_owed: bool) -> Result<Option<Swept>, sqlx::Error> {
     let now = now_ms();
     let hold = i64::try_from(ctx.tuning.sweep_every.as_millis() * 5).unwrap_or(i64::MAX);
@@ -43,9 +42,6 @@ pub async fn tick(ctx: &JobContext, look_for_owed: bool) -> Result<Option<Swept>
         tx.commit().await?;
     }
 
-    let stale_before = now - i64::try_from(ctx.tuning.requeue_after.as_millis()).unwrap_or(i64::MAX);
-    swept.requeued_lost_in_transport = jobs::requeue_stale_enqueued(&mut *ctx.db.conn().await?, stale_before, now).await?;
-
     let owed = if look_for_owed { memberships::owed_without_job(&mut *ctx.db.conn().await?, 500).await? } else { Vec::new() };
     for m in owed {
         let mut tx = ctx.db.begin().await?;
@@ -60,4 +56,20 @@ pub async fn tick(ctx: &JobContext, look_for_owed: bool) -> Result<Option<Swept>
         tracing::info!(?swept, "sweeper put work back");
     }
     Ok(Some(swept))
+}
+
+/// Sweeps every `sweep_every` (the owed-delivery scan every `owed_scan_every`) until `stop`.
+pub async fn sweep_loop(ctx: std::sync::Arc<JobContext>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut last_owed_scan = tokio::time::Instant::now();
+    loop {
+        let look_for_owed = last_owed_scan.elapsed() >= ctx.tuning.owed_scan_every;
+        match tick(&ctx, look_for_owed).await {
+            Ok(Some(_)) if look_for_owed => last_owed_scan = tokio::time::Instant::now(),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeper failed; retrying"),
+        }
+        if tokio::time::timeout(ctx.tuning.sweep_every, stop.wait_for(|s| *s)).await.is_ok() {
+            return;
+        }
+    }
 }

@@ -1,0 +1,140 @@
+//! Completing: outcomes of many jobs written in one transaction (group commit). A batch is
+//! whatever arrived while the previous one was committing, so a quiet worker commits each job
+//! at once and a busy one commits hundreds per transaction. No provider call is ever made here.
+
+use std::sync::Arc;
+
+use hilt_shared::{
+    clock::now_ms,
+    storage::{
+        Db,
+        jobs::{self, Finish, JobRow},
+    },
+};
+use tokio::sync::{mpsc, watch};
+
+use super::Outcome;
+
+/// Most jobs written per transaction.
+const MAX_BATCH: usize = 256;
+/// Outcomes that may wait for the completer before job handlers wait too (back-pressure).
+const QUEUE_DEPTH: usize = 2 * MAX_BATCH;
+/// How long a job whose outcome could not be written waits before it runs again.
+const INTERNAL_ERROR_RETRY_MS: i64 = 5_000;
+
+struct Completion {
+    job: JobRow,
+    outcome: Outcome,
+}
+
+/// Where job handlers send outcomes; cheap to clone.
+#[derive(Clone)]
+pub struct Completer {
+    tx: mpsc::Sender<Completion>,
+}
+
+impl Completer {
+    /// Starts the completer of one worker; it drains what it was sent and stops on `stop`.
+    pub fn start(db: Db, worker_id: Arc<str>, stop: watch::Receiver<bool>) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let task = tokio::spawn(complete_loop(db, worker_id, rx, stop));
+        (Self { tx }, task)
+    }
+
+    /// Hands over a job's outcome; waits while the completer is `QUEUE_DEPTH` behind.
+    pub async fn send(&self, job: JobRow, outcome: Outcome) {
+        if self.tx.send(Completion { job, outcome }).await.is_err() {
+            // Stopped: the job stays `running` under our lease and is handed back at shutdown.
+            tracing::warn!("completer stopped; outcome dropped, the job will run again");
+        }
+    }
+}
+
+/// Writes one job's outcome at once, outside any completer (`run_once`).
+pub async fn complete_now(db: &Db, worker_id: &str, job: JobRow, outcome: Outcome) {
+    complete(db, worker_id, vec![Completion { job, outcome }]).await;
+}
+
+async fn complete_loop(db: Db, worker_id: Arc<str>, mut rx: mpsc::Receiver<Completion>, mut stop: watch::Receiver<bool>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let received = tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_BATCH) => Some(n),
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        let received = match received {
+            Some(n) => n,
+            None => {
+                // Stopping: everything already sent is still written.
+                rx.close();
+                rx.recv_many(&mut batch, usize::MAX).await
+            }
+        };
+        if received == 0 {
+            return;
+        }
+        complete(&db, &worker_id, std::mem::take(&mut batch)).await;
+    }
+}
+
+/// Writes a batch in one transaction; if that fails (or a job's lease was lost), each job again
+/// in a transaction of its own, so one bad outcome never holds back the others.
+async fn complete(db: &Db, worker_id: &str, batch: Vec<Completion>) {
+    match complete_together(db, worker_id, &batch).await {
+        Ok(true) => return,
+        Ok(false) => tracing::info!(jobs = batch.len(), "a job's lease was lost; completing the batch job by job"),
+        Err(e) => tracing::warn!(jobs = batch.len(), error = %e, "batch completion failed; completing job by job"),
+    }
+    for completion in &batch {
+        if let Err(e) = complete_alone(db, worker_id, completion).await {
+            let job = &completion.job;
+            // Our own failure (database, bug), not the provider's: try again soon without
+            // counting it against the retry budget. If even this fails, the lease expires and
+            // the sweeper recovers the job.
+            tracing::error!(job.id = %job.id, job.queue = %job.queue, error = %e, "could not record a job's outcome");
+            let retry = Finish::RetryAt { at: now_ms() + INTERNAL_ERROR_RETRY_MS, error: Some("internal_error".into()), failed: false };
+            let handed_back = async { jobs::finish(&mut *db.conn().await?, &job.id, worker_id, &retry, now_ms()).await };
+            if let Err(e) = handed_back.await {
+                tracing::error!(job.id = %job.id, error = %e, "could not hand the job back");
+            }
+        }
+    }
+}
+
+/// True when every job was still ours and all outcomes committed together.
+async fn complete_together(db: &Db, worker_id: &str, batch: &[Completion]) -> anyhow::Result<bool> {
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    let mut done = Vec::with_capacity(batch.len());
+    for Completion { job, outcome } in batch {
+        let finish = match outcome {
+            Outcome::Finish(finish) => finish.clone(),
+            Outcome::Record(record) => record.record(&mut tx, now).await?,
+        };
+        if finish == Finish::Done {
+            done.push(job.id.as_str());
+        } else if !jobs::finish(&mut tx, &job.id, worker_id, &finish, now).await? {
+            return Ok(false);
+        }
+    }
+    if jobs::finish_done(&mut tx, &done, worker_id, now).await?.len() != done.len() {
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+async fn complete_alone(db: &Db, worker_id: &str, Completion { job, outcome }: &Completion) -> anyhow::Result<()> {
+    let now = now_ms();
+    let mut tx = db.begin().await?;
+    let (finish, keep) = match outcome {
+        Outcome::Finish(finish) => (finish.clone(), false),
+        Outcome::Record(record) => (record.record(&mut tx, now).await?, record.keep_when_lease_lost()),
+    };
+    if jobs::finish(&mut tx, &job.id, worker_id, &finish, now).await? || keep {
+        tx.commit().await?;
+    } else {
+        tracing::warn!(job.id = %job.id, job.queue = %job.queue, "job lease lost before its outcome was written; the outcome is left to whoever holds the job now");
+    }
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! A worker process's engine: per queue a fetch loop and an apalis worker, one completer, the
+//! upkeep and sweep loops, and on PostgreSQL the wake listener — started and stopped together.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use apalis::prelude::{BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderExt};
+use hilt_shared::{
+    clock::now_ms,
+    config::Config,
+    providers::Providers,
+    storage::{Backend, Db, jobs::{self, JobRow}, workers},
+};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::{complete::Completer, fetch, listen, sweep, upkeep};
+use crate::{JobContext, Tuning};
+
+/// How long in-flight jobs get to finish after SIGTERM before they are handed back.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// What every job handler gets from apalis.
+#[derive(Clone)]
+struct Runtime {
+    ctx: Arc<JobContext>,
+    completer: Completer,
+}
+
+/// Runs a worker on `db` until `shutdown` resolves.
+pub async fn run(db: Db, config: Arc<Config>, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let providers = Providers::from_config(&config).map_err(|e| anyhow::anyhow!("provider configuration: {e}"))?;
+    let tuning = Tuning::from_config(&config);
+    let ctx = Arc::new(JobContext::new(db, config, providers, tuning));
+    run_with(ctx, shutdown).await
+}
+
+pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let concurrency = usize::try_from(ctx.config.worker_concurrency).unwrap_or(16);
+    workers::register(&mut *ctx.db.conn().await?, &ctx.worker_id, i64::from(ctx.config.worker_concurrency), now_ms()).await?;
+    tracing::info!(worker.id = %ctx.worker_id, concurrency, queues = ?ctx.tuning.queues, "worker started");
+
+    // `stop_fetching` ends claims at the shutdown signal; `stop_rest` ends the completer and the
+    // loops once the in-flight jobs are finished.
+    let (stop_fetching, fetching) = watch::channel(false);
+    let (stop_rest, rest) = watch::channel(false);
+    let (completer, completing) = Completer::start(ctx.db.clone(), ctx.worker_id.as_str().into(), rest.clone());
+    let mut background = vec![
+        tokio::spawn(upkeep::upkeep_loop(ctx.clone(), rest.clone())),
+        tokio::spawn(sweep::sweep_loop(ctx.clone(), rest.clone())),
+        tokio::spawn(crate::renewal::run_loop(ctx.clone(), rest.clone())),
+    ];
+    if ctx.db.backend() == Backend::Postgres {
+        background.push(tokio::spawn(listen::listen_loop(ctx.config.database_url.clone(), rest.clone())));
+    }
+
+    let runtime = Runtime { ctx: ctx.clone(), completer };
+    let mut monitor = Monitor::new().shutdown_timeout(SHUTDOWN_GRACE);
+    for queue in ctx.tuning.queues.iter().copied() {
+        let (tx, claimed) = fetch::ClaimedJobs::channel(concurrency);
+        background.push(tokio::spawn(fetch::fetch_loop(ctx.clone(), queue, tx, fetching.clone())));
+        let name = format!("{}-{}", ctx.worker_id, queue.as_str());
+        let claimed = std::sync::Mutex::new(Some(claimed));
+        let runtime = runtime.clone();
+        monitor = monitor.register(move |_| {
+            // Built once: the monitor restarts no worker (a failed claim is retried in the fetch loop).
+            let backend = claimed.lock().ok().and_then(|mut c| c.take()).unwrap_or_else(|| fetch::ClaimedJobs::channel(1).1);
+            WorkerBuilder::new(name.clone()).backend(backend).data(runtime.clone()).concurrency(concurrency).build(handle)
+        });
+    }
+    let result = monitor
+        .run_with_signal(async move {
+            shutdown.await;
+            let _ = stop_fetching.send(true);
+            Ok(())
+        })
+        .await;
+
+    // Every handler has returned: write the outcomes they sent, then hand back the rest.
+    let _ = stop_rest.send(true);
+    let _ = completing.await;
+    for task in background {
+        let _ = task.await;
+    }
+    let mut conn = ctx.db.conn().await?;
+    let handed_back = jobs::release_worker(&mut conn, &ctx.worker_id, now_ms()).await?;
+    workers::mark_stopped(&mut conn, &ctx.worker_id, now_ms()).await?;
+    tracing::info!(worker.id = %ctx.worker_id, handed_back, "worker stopped");
+    result.map_err(|e| anyhow::anyhow!("worker monitor: {e}"))
+}
+
+/// The apalis handler: run the claimed job, hand its outcome to the completer. apalis never
+/// retries (its retries would ignore our schedule): the outcome decides the next run.
+async fn handle(job: JobRow, runtime: Data<Runtime>) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!(
+        "job",
+        job.id = %job.id,
+        job.queue = %job.queue,
+        job.attempt = job.attempts,
+        membership.id = job.membership_id.as_deref().unwrap_or(""),
+        worker.id = %runtime.ctx.worker_id,
+    );
+    let outcome = crate::jobs::execute(&runtime.ctx, &job).instrument(span).await;
+    runtime.completer.send(job, outcome).await;
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! Upkeep, every third of the lease: one statement renews every lease this worker holds (and
+//! the membership attempt locks with them), and the worker's heartbeat.
+
+use std::sync::Arc;
+
+use hilt_shared::{
+    clock::now_ms,
+    storage::{jobs, workers},
+};
+use tokio::sync::watch;
+
+use crate::JobContext;
+
+pub async fn upkeep_loop(ctx: Arc<JobContext>, mut stop: watch::Receiver<bool>) {
+    let every = ctx.tuning.lease / 3;
+    loop {
+        if let Err(e) = tick(&ctx).await {
+            tracing::warn!(error = %e, "could not renew leases; retrying");
+        }
+        if tokio::time::timeout(every, stop.wait_for(|s| *s)).await.is_ok() {
+            return;
+        }
+    }
+}
+
+async fn tick(ctx: &JobContext) -> Result<(), sqlx::Error> {
+    let mut conn = ctx.db.conn().await?;
+    let now = now_ms();
+    jobs::renew_leases(&mut conn, &ctx.worker_id, now + ctx.lease_ms()).await?;
+    workers::heartbeat(&mut conn, &ctx.worker_id, now).await?;
+    Ok(())
+}
