@@ -90,22 +90,31 @@ async fn main() -> anyhow::Result<()> {
             let _ = rx.wait_for(|s| *s).await;
         })));
     }
+    // Cheap while it runs (an index probe for any unfinished job); the full count once at the end.
+    let queue = if args.job == JobKind::Noop { Queue::Noop } else { Queue::Delivery };
+    let mut last_report = Instant::now();
+    loop {
+        let unfinished: i64 = sqlx::query_scalar(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE queue = $1 AND status IN ('queued', 'running')) THEN 1 ELSE 0 END",
+        )
+        .bind(queue.as_str())
+        .fetch_one(db.pool())
+        .await?;
+        if unfinished == 0 {
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            eprintln!("progress: {:.1?}", started.elapsed());
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let finished_sql = match args.job {
         JobKind::Delivery => "SELECT COUNT(*) FROM memberships WHERE delivery_status = 'delivered'",
         JobKind::Noop => "SELECT COUNT(*) FROM jobs WHERE queue = 'noop' AND status = 'done'",
     };
-    let mut last_report = Instant::now();
-    loop {
-        let finished: i64 = sqlx::query_scalar(finished_sql).fetch_one(db.pool()).await?;
-        if finished as usize >= args.jobs {
-            break;
-        }
-        if last_report.elapsed() >= Duration::from_secs(5) {
-            eprintln!("progress: {finished}/{} after {:.1?}", args.jobs, started.elapsed());
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let finished: i64 = sqlx::query_scalar(finished_sql).fetch_one(db.pool()).await?;
+    anyhow::ensure!(finished as usize == args.jobs, "only {finished} of {} jobs finished", args.jobs);
     let elapsed = started.elapsed();
     println!(
         "delivered {} with {} worker(s) × {} in {elapsed:.2?} ({:.0} jobs/s)",

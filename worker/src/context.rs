@@ -22,6 +22,8 @@ pub struct Tuning {
     pub owed_scan_every: Duration,
     /// The queues this worker runs.
     pub queues: Vec<Queue>,
+    /// Completer transactions in flight at once (each holds a connection while it commits).
+    pub completer_lanes: usize,
     /// Wait before trying again when another attempt for the membership holds the lock.
     pub lock_wait: Duration,
     /// Per-provider pause after a burst of 401/403 answers.
@@ -44,6 +46,7 @@ impl Tuning {
             sweep_every: Duration::from_secs(1),
             owed_scan_every: Duration::from_secs(30),
             queues: [Queue::Delivery, Queue::Revoke, Queue::ProofEmail, Queue::Webhook].to_vec(),
+            completer_lanes: std::env::var("HILT_LANES").ok().and_then(|v| v.parse().ok()).unwrap_or(2),
             lock_wait: Duration::from_secs(1),
             auth_failure_burst: 20,
             auth_failure_pause: Duration::from_secs(60),

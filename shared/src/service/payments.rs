@@ -347,21 +347,20 @@ pub async fn record_event(
     data: serde_json::Value,
     now: Millis,
 ) -> Result<(), ServiceError> {
-    // A membership's events are strictly ordered in created_at (webhooks carry it as the order).
-    let created_at = match membership_id {
-        Some(m) => events::latest_for_membership(tx, m).await?.map_or(now, |last| now.max(last + 1)),
-        None => now,
-    };
-    let event = EventRow {
+    let mut event = EventRow {
         id: EventId::generate().to_string(),
         merchant_id: merchant_id.to_owned(),
         kind: kind.to_owned(),
         membership_id: membership_id.map(str::to_owned),
         payment_id: payment_id.map(str::to_owned),
         data: data.to_string(),
-        created_at,
+        created_at: now,
     };
-    events::insert(tx, &event).await?;
+    // A membership's events are strictly ordered in created_at (webhooks carry it as the order).
+    match membership_id {
+        Some(m) => event.created_at = events::insert_ordered(tx, &event, m, now).await?,
+        None => events::insert(tx, &event).await?,
+    }
     // Every event fans out to the merchant's subscribed webhook endpoints in the same transaction.
     super::webhooks::fan_out(tx, &event).await
 }

@@ -49,6 +49,37 @@ pub async fn insert(conn: &mut AnyConnection, a: &AttemptRow) -> Result<(), sqlx
     Ok(())
 }
 
+/// Inserts an attempt whole (no provider call was made, so nothing had to be recorded first),
+/// numbered after the membership's last attempt; returns the number it got.
+pub async fn insert_finished(conn: &mut AnyConnection, a: &AttemptRow) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO delivery_attempts (id, merchant_id, membership_id, payment_id, job_id, number, trigger_kind, \
+         provider, outcome, error_code, error_message, error_retryable, request_summary, response_summary, worker_id, \
+         started_at, finished_at, duration_ms) \
+         SELECT $1, $2, $3, $4, $5, COALESCE(MAX(number), 0) + 1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 \
+         FROM delivery_attempts WHERE membership_id = $3 RETURNING number",
+    )
+    .bind(&a.id)
+    .bind(&a.merchant_id)
+    .bind(&a.membership_id)
+    .bind(&a.payment_id)
+    .bind(&a.job_id)
+    .bind(&a.trigger_kind)
+    .bind(&a.provider)
+    .bind(&a.outcome)
+    .bind(&a.error_code)
+    .bind(&a.error_message)
+    .bind(a.error_retryable)
+    .bind(&a.request_summary)
+    .bind(&a.response_summary)
+    .bind(&a.worker_id)
+    .bind(a.started_at)
+    .bind(a.finished_at)
+    .bind(a.duration_ms)
+    .fetch_one(conn)
+    .await
+}
+
 pub async fn finish(conn: &mut AnyConnection, a: &AttemptRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE delivery_attempts SET outcome = $1, error_code = $2, error_message = $3, error_retryable = $4, \

@@ -152,7 +152,7 @@ pub async fn claim_batch(
         "UPDATE jobs SET status = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
          WHERE id IN (SELECT id FROM jobs WHERE queue = $4 AND status = 'queued' AND run_at <= $3 \
                       AND NOT EXISTS (SELECT 1 FROM queue_controls WHERE queue = $4 AND paused = 1) \
-                      ORDER BY run_at, id LIMIT $5{skip_locked}) \
+                      ORDER BY run_at LIMIT $5{skip_locked}) \
          RETURNING {COLUMNS}"
     )))
     .bind(worker_id)

@@ -30,20 +30,27 @@ struct Completion {
 /// Where job handlers send outcomes; cheap to clone.
 #[derive(Clone)]
 pub struct Completer {
-    tx: mpsc::Sender<Completion>,
+    lanes: Arc<[mpsc::Sender<Completion>]>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Completer {
-    /// Starts the completer of one worker; it drains what it was sent and stops on `stop`.
-    pub fn start(db: Db, worker_id: Arc<str>, stop: watch::Receiver<bool>) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(complete_loop(db, worker_id, rx, stop));
-        (Self { tx }, task)
+    /// Starts the completer of one worker with `lanes` transactions in flight at once (each
+    /// on a connection of its own); it drains what it was sent and stops on `stop`.
+    pub fn start(db: Db, worker_id: Arc<str>, lanes: usize, stop: watch::Receiver<bool>) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+        let (senders, tasks): (Vec<_>, Vec<_>) = (0..lanes.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+                (tx, tokio::spawn(complete_loop(db.clone(), worker_id.clone(), rx, stop.clone())))
+            })
+            .unzip();
+        (Self { lanes: senders.into(), next: Arc::default() }, tasks)
     }
 
-    /// Hands over a job's outcome; waits while the completer is `QUEUE_DEPTH` behind.
+    /// Hands over a job's outcome; waits while its lane is `QUEUE_DEPTH` behind.
     pub async fn send(&self, job: JobRow, outcome: Outcome) {
-        if self.tx.send(Completion { job, outcome }).await.is_err() {
+        let lane = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.lanes.len();
+        if self.lanes[lane].send(Completion { job, outcome }).await.is_err() {
             // Stopped: the job stays `running` under our lease and is handed back at shutdown.
             tracing::warn!("completer stopped; outcome dropped, the job will run again");
         }

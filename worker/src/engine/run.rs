@@ -43,7 +43,7 @@ pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> +
     // loops once the in-flight jobs are finished.
     let (stop_fetching, fetching) = watch::channel(false);
     let (stop_rest, rest) = watch::channel(false);
-    let (completer, completing) = Completer::start(ctx.db.clone(), ctx.worker_id.as_str().into(), rest.clone());
+    let (completer, completing) = Completer::start(ctx.db.clone(), ctx.worker_id.as_str().into(), ctx.tuning.completer_lanes, rest.clone());
     let mut background = vec![
         tokio::spawn(upkeep::upkeep_loop(ctx.clone(), rest.clone())),
         tokio::spawn(sweep::sweep_loop(ctx.clone(), rest.clone())),
@@ -56,7 +56,7 @@ pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> +
     let runtime = Runtime { ctx: ctx.clone(), completer };
     let mut monitor = Monitor::new().shutdown_timeout(SHUTDOWN_GRACE);
     for queue in ctx.tuning.queues.iter().copied() {
-        let (tx, claimed) = fetch::ClaimedJobs::channel(concurrency);
+        let (tx, claimed) = fetch::ClaimedJobs::channel(concurrency * 4);
         background.push(tokio::spawn(fetch::fetch_loop(ctx.clone(), queue, tx, fetching.clone())));
         let name = format!("{}-{}", ctx.worker_id, queue.as_str());
         let claimed = std::sync::Mutex::new(Some(claimed));
@@ -77,7 +77,9 @@ pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> +
 
     // Every handler has returned: write the outcomes they sent, then hand back the rest.
     let _ = stop_rest.send(true);
-    let _ = completing.await;
+    for lane in completing {
+        let _ = lane.await;
+    }
     for task in background {
         let _ = task.await;
     }

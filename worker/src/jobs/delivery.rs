@@ -307,13 +307,14 @@ impl DeliveryOutcome {
         let Some(mut m) = memberships::get_any(tx, &attempt.membership_id).await? else {
             return Ok(Finish::Done);
         };
-        if !self.attempt_recorded {
-            // The same lock a provider attempt takes, so this never overlaps one; released below.
+        let lock_busy = Finish::RetryAt { at: now + self.lock_wait_ms, error: None, failed: false };
+        if !self.attempt_recorded && self.result.is_err() {
+            // A failure may write a ticket before the membership: take the attempt lock first
+            // (the lock a provider attempt takes, so this never overlaps one; released below).
             if !memberships::lock_for_attempt(tx, &m.id, &self.job_id, now, now + self.lease_ms).await? {
-                return Ok(Finish::RetryAt { at: now + self.lock_wait_ms, error: None, failed: false });
+                return Ok(lock_busy);
             }
             attempt.number = attempts::max_number(tx, &m.id).await? + 1;
-            attempts::insert(tx, &attempt).await?;
         }
         let was_in_review = m.delivery_status == DeliveryStatus::ManualReview.as_str();
         attempt.finished_at = Some(now);
@@ -321,6 +322,7 @@ impl DeliveryOutcome {
         m.last_attempt_at = Some(now);
         m.updated_at = now;
 
+        let mut delivered_note = None;
         let (finish, events): (Finish, Vec<&str>) = match &self.result {
             Ok(delivered) => {
                 attempt.outcome = Some("succeeded".into());
@@ -334,11 +336,7 @@ impl DeliveryOutcome {
                 m.fallback_used = i64::from(delivered.fallback_used);
                 m.delivered_at = Some(now);
                 if let Some(ticket) = m.support_ticket_id.clone().filter(|_| was_in_review || intent.trigger == Trigger::Manual) {
-                    let note = format!(
-                        "Delivered on attempt #{} ({} trigger, via {}).",
-                        attempt.number, attempt.trigger_kind, delivered.via
-                    );
-                    support::add_system_message(tx, &ticket, &note, now).await?;
+                    delivered_note = Some((ticket, delivered.via));
                 }
                 (Finish::Done, vec!["delivery.succeeded"])
             }
@@ -378,8 +376,20 @@ impl DeliveryOutcome {
             }
         };
 
-        attempts::finish(tx, &attempt).await?;
-        memberships::update_delivery(tx, &m).await?;
+        if self.attempt_recorded {
+            attempts::finish(tx, &attempt).await?;
+            memberships::update_delivery(tx, &m).await?;
+        } else {
+            // Nothing is written before this succeeds (a failure above holds the lock already).
+            if !memberships::update_delivery_if_unlocked(tx, &m, &self.job_id, now).await? {
+                return Ok(lock_busy);
+            }
+            attempt.number = attempts::insert_finished(tx, &attempt).await?;
+        }
+        if let Some((ticket, via)) = delivered_note {
+            let note = format!("Delivered on attempt #{} ({} trigger, via {via}).", attempt.number, attempt.trigger_kind);
+            support::add_system_message(tx, &ticket, &note, now).await?;
+        }
         let data = serde_json::to_value(MembershipView::from(&m))?;
         for kind in events {
             record_event(tx, &m.merchant_id, kind, Some(&m.id), attempt.payment_id.as_deref(), data.clone(), now).await?;
