@@ -41,12 +41,12 @@ pub struct Tuning {
 impl Tuning {
     pub fn from_config(config: &Config) -> Self {
         Self {
-            lease: Duration::from_secs(6),
+            lease: Duration::from_secs(5),
             poll_backstop: Duration::from_secs(1),
             sweep_every: Duration::from_secs(1),
             owed_scan_every: Duration::from_secs(30),
             queues: [Queue::Delivery, Queue::Revoke, Queue::ProofEmail, Queue::Webhook].to_vec(),
-            completer_lanes: std::env::var("HILT_LANES").ok().and_then(|v| v.parse().ok()).unwrap_or(2),
+            completer_lanes: 2,
             lock_wait: Duration::from_secs(1),
             auth_failure_burst: 20,
             auth_failure_pause: Duration::from_secs(60),

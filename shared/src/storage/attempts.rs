@@ -117,15 +117,21 @@ pub async fn max_number(conn: &mut AnyConnection, membership_id: &str) -> Result
 }
 
 /// Attempts left unfinished by a worker that died mid-call: the outcome is unknown.
-pub async fn abandon_for_job(conn: &mut AnyConnection, job_id: &str, now: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+/// Marked failed (`worker_lost`, retryable) for all these jobs in one statement.
+pub async fn abandon_for_jobs(conn: &mut AnyConnection, job_ids: &[String], now: i64) -> Result<u64, sqlx::Error> {
+    if job_ids.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
         "UPDATE delivery_attempts SET outcome = 'failed', error_code = 'worker_lost', \
          error_message = 'the worker stopped during this attempt; the outcome at the provider is unknown', \
-         error_retryable = 1, finished_at = $1 WHERE job_id = $2 AND outcome IS NULL",
-    )
-    .bind(now)
-    .bind(job_id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+         error_retryable = 1, finished_at = $1 WHERE outcome IS NULL AND job_id IN ({})",
+        super::placeholders(2, job_ids.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+    for id in job_ids {
+        query = query.bind(id);
+    }
+    Ok(query.execute(conn).await?.rows_affected())
 }
+

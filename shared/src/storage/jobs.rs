@@ -5,6 +5,8 @@
 
 use sqlx::{AnyConnection, FromRow};
 
+use super::placeholders;
+
 /// Where a job is in its life: `queued` (due at `run_at`) → `running` (claimed under a lease)
 /// → `done` | `dead` | `discarded`, or back to `queued` with a later `run_at` for a retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,11 +78,6 @@ pub struct JobRow {
 
 const COLUMNS: &str = "id, queue, payload, merchant_id, membership_id, status, run_at, attempts, failures, \
     last_error, locked_by, locked_until, created_at, updated_at";
-
-/// `$first, $first+1, …` for `n` bound values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
 
 fn is_postgres(conn: &AnyConnection) -> bool {
     conn.backend_name().eq_ignore_ascii_case("postgresql")
@@ -252,28 +249,19 @@ pub async fn finish_done(conn: &mut AnyConnection, ids: &[&str], worker_id: &str
     query.fetch_all(conn).await
 }
 
-/// Running jobs whose worker stopped renewing the lease (killed, hung, partitioned).
-pub async fn expired_leases(conn: &mut AnyConnection, now: i64) -> Result<Vec<JobRow>, sqlx::Error> {
+/// Gives up to `limit` jobs whose worker stopped renewing the lease (killed, hung,
+/// partitioned) back to the queue, due now, in one statement; returns `(id, queue)` of each.
+pub async fn recover_expired(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let skip_locked = if is_postgres(conn) { " FOR UPDATE SKIP LOCKED" } else { "" };
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM jobs WHERE status = 'running' AND locked_until < $1"
+        "UPDATE jobs SET status = 'queued', run_at = $1, last_error = 'worker_lost', locked_by = NULL, locked_until = NULL, \
+         updated_at = $1 WHERE id IN (SELECT id FROM jobs WHERE status = 'running' AND locked_until < $1 LIMIT $2{skip_locked}) \
+         RETURNING id, queue"
     )))
     .bind(now)
+    .bind(limit)
     .fetch_all(conn)
     .await
-}
-
-/// Gives a job whose worker died back to the outbox; false if someone else already did.
-pub async fn recover(conn: &mut AnyConnection, job: &JobRow, now: i64) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE jobs SET status = 'queued', run_at = $1, last_error = 'worker_lost', locked_by = NULL, \
-         locked_until = NULL, updated_at = $1 WHERE id = $2 AND status = 'running' AND locked_by = $3",
-    )
-    .bind(now)
-    .bind(&job.id)
-    .bind(&job.locked_by)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// Gives back the jobs a stopping worker still holds.

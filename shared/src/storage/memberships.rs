@@ -155,6 +155,23 @@ pub async fn lock_for_attempt(conn: &mut AnyConnection, id: &str, job_id: &str, 
     Ok(done.rows_affected() == 1)
 }
 
+/// Releases the attempt locks these jobs hold (their worker is gone).
+pub async fn unlock_for_jobs(conn: &mut AnyConnection, job_ids: &[String]) -> Result<(), sqlx::Error> {
+    if job_ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE memberships SET attempt_lock_job = NULL, attempt_lock_until = NULL WHERE attempt_lock_job IN ({})",
+        super::placeholders(1, job_ids.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in job_ids {
+        query = query.bind(id);
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
 pub async fn unlock(conn: &mut AnyConnection, id: &str, job_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE memberships SET attempt_lock_job = NULL, attempt_lock_until = NULL WHERE id = $1 AND attempt_lock_job = $2")
         .bind(id)

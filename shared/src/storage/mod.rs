@@ -132,6 +132,11 @@ impl Db {
     }
 }
 
+/// `$first, $first+1, …` for `n` bound values (an `IN (…)` list).
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 /// Stored flags are 0/1 integers on both backends.
 pub fn flag(value: bool) -> i64 {
     i64::from(value)

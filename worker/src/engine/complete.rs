@@ -18,7 +18,7 @@ use super::Outcome;
 /// Most jobs written per transaction.
 const MAX_BATCH: usize = 256;
 /// Outcomes that may wait for the completer before job handlers wait too (back-pressure).
-const QUEUE_DEPTH: usize = 2 * MAX_BATCH;
+const QUEUE_DEPTH: usize = MAX_BATCH;
 /// How long a job whose outcome could not be written waits before it runs again.
 const INTERNAL_ERROR_RETRY_MS: i64 = 5_000;
 

@@ -11,6 +11,8 @@ use hilt_shared::{
 use crate::JobContext;
 
 pub const LEASE_NAME: &str = "sweeper";
+/// Jobs recovered per transaction.
+const RECOVER_BATCH: i64 = 500;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -29,17 +31,27 @@ pub async fn tick(ctx: &JobContext, look_for_owed: bool) -> Result<Option<Swept>
     }
     let mut swept = Swept::default();
 
-    for job in jobs::expired_leases(&mut *ctx.db.conn().await?, now).await? {
+    // Jobs of workers that stopped renewing their leases: back to the queue in batches, their
+    // unfinished attempts marked `worker_lost`, their attempt locks released.
+    loop {
         let mut tx = ctx.db.begin().await?;
-        if jobs::recover(&mut tx, &job, now).await? {
-            attempts::abandon_for_job(&mut tx, &job.id, now).await?;
-            if let Some(membership_id) = &job.membership_id {
-                memberships::unlock(&mut tx, membership_id, &job.id).await?;
-            }
-            swept.recovered_from_dead_workers += 1;
-            tracing::warn!(job.id = %job.id, job.queue = %job.queue, dead_worker = job.locked_by.as_deref().unwrap_or(""), "recovered a job from a worker that stopped renewing its lease");
+        let recovered = jobs::recover_expired(&mut tx, now, RECOVER_BATCH).await?;
+        let ids: Vec<String> = recovered.iter().map(|(id, _)| id.clone()).collect();
+        attempts::abandon_for_jobs(&mut tx, &ids, now).await?;
+        memberships::unlock_for_jobs(&mut tx, &ids).await?;
+        let mut queues: Vec<&str> = recovered.iter().map(|(_, q)| q.as_str()).collect();
+        queues.dedup();
+        for queue in queues.iter().filter_map(|q| queue::Queue::parse(q)) {
+            queue::wake_workers(&mut tx, queue).await?;
         }
         tx.commit().await?;
+        if !recovered.is_empty() {
+            tracing::warn!(jobs = recovered.len(), queues = ?queues, "recovered jobs from a worker that stopped renewing its leases");
+        }
+        swept.recovered_from_dead_workers += recovered.len();
+        if recovered.len() < RECOVER_BATCH as usize {
+            break;
+        }
     }
 
     let owed = if look_for_owed { memberships::owed_without_job(&mut *ctx.db.conn().await?, 500).await? } else { Vec::new() };
