@@ -237,14 +237,17 @@ pub async fn finish_done(conn: &mut AnyConnection, ids: &[&str], worker_id: &str
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    // Padded to a power of two (repeating the last id) so a few statement shapes serve every
+    // batch size from the prepared-statement cache; the primary key serves the list.
+    let shape = ids.len().next_power_of_two();
     let sql = format!(
         "UPDATE jobs SET status = 'done', locked_by = NULL, locked_until = NULL, updated_at = $1 \
          WHERE locked_by = $2 AND status = 'running' AND id IN ({}) RETURNING id",
-        placeholders(3, ids.len())
+        placeholders(3, shape)
     );
     let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now).bind(worker_id);
-    for id in ids {
-        query = query.bind(*id);
+    for i in 0..shape {
+        query = query.bind(ids[i.min(ids.len() - 1)]);
     }
     query.fetch_all(conn).await
 }
