@@ -263,8 +263,11 @@ impl Deployment {
     async fn new() -> Self {
         let database = common::postgres_test_database().await.expect("HILT_TEST_DATABASE_URL is set");
         let dir = tempfile::tempdir().expect("dir");
+        // One connection for the test's own queries, opened before any process takes its share.
+        let db = hilt_shared::storage::Db::connect(&database, 1).await.expect("db");
+        db.ping().await.expect("test connection");
         let this = Self {
-            db: hilt_shared::storage::Db::connect(&database, 2).await.expect("db"),
+            db,
             database,
             dir,
             api_port: free_port(),

@@ -11,7 +11,8 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", default_value = "sqlite://hilt.db", value_parser = parse_database_url)]
     pub database_url: String,
 
-    /// When set, queues live in Redis.
+    /// The deployment's Redis. Accepted for SPEC §10; the job engine claims jobs from the
+    /// database and does not use it (`docs/JOBS.md`).
     #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", value_parser = parse_redis_url)]
     pub redis_url: Option<String>,
 

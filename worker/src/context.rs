@@ -60,6 +60,9 @@ impl Tuning {
 
 pub struct JobContext {
     pub db: Db,
+    /// Jobs this worker claimed and has not finished: upkeep renews exactly these leases, so a
+    /// job nothing works on any more (its future dropped) expires and is recovered.
+    pub held: Held,
     pub config: Arc<Config>,
     pub providers: Providers,
     pub worker_id: String,
@@ -70,7 +73,7 @@ pub struct JobContext {
 impl JobContext {
     pub fn new(db: Db, config: Arc<Config>, providers: Providers, tuning: Tuning) -> Self {
         let auth_breaker = AuthBreaker::new(tuning.auth_failure_burst, tuning.auth_failure_pause);
-        Self { db, config, providers, worker_id: worker_id(), tuning, auth_breaker }
+        Self { db, held: Held::default(), config, providers, worker_id: worker_id(), tuning, auth_breaker }
     }
 
     pub fn lease_ms(&self) -> i64 {
@@ -78,7 +81,29 @@ impl JobContext {
     }
 }
 
-/// A process-unique worker id (`{host}-{pid}-{random}`): the queue refuses a reused name.
+/// The ids of the jobs a worker holds (claimed, not yet finished).
+#[derive(Default)]
+pub struct Held(Mutex<std::collections::HashSet<String>>);
+
+impl Held {
+    /// False when the job is already held: a second claim of a job this worker still runs
+    /// (its lease expired and was recovered meanwhile), which must not run twice.
+    pub fn take(&self, id: &str) -> bool {
+        self.0.lock().is_ok_and(|mut held| held.insert(id.to_owned()))
+    }
+
+    pub fn release(&self, id: &str) {
+        if let Ok(mut held) = self.0.lock() {
+            held.remove(id);
+        }
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.0.lock().map(|held| held.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
+/// A process-unique worker id (`{host}-{pid}-{random}`), the `locked_by` of its jobs.
 pub fn worker_id() -> String {
     let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "hilt".into());
     format!("{host}-{}-{}", std::process::id(), hilt_shared::domain::ids::random_token(6))

@@ -49,21 +49,18 @@ pub async fn insert(conn: &mut AnyConnection, a: &AttemptRow) -> Result<(), sqlx
     Ok(())
 }
 
-/// Inserts an attempt whole (no provider call was made, so nothing had to be recorded first),
-/// numbered after the membership's last attempt; returns the number it got.
-pub async fn insert_finished(conn: &mut AnyConnection, a: &AttemptRow) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO delivery_attempts (id, merchant_id, membership_id, payment_id, job_id, number, trigger_kind, \
-         provider, outcome, error_code, error_message, error_retryable, request_summary, response_summary, worker_id, \
-         started_at, finished_at, duration_ms) \
-         SELECT $1, $2, $3, $4, $5, COALESCE(MAX(number), 0) + 1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 \
-         FROM delivery_attempts WHERE membership_id = $3 RETURNING number",
-    )
+/// Inserts an attempt whole: one that called no provider, so nothing had to be recorded first.
+pub async fn insert_finished(conn: &mut AnyConnection, a: &AttemptRow) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO delivery_attempts ({COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+    )))
     .bind(&a.id)
     .bind(&a.merchant_id)
     .bind(&a.membership_id)
     .bind(&a.payment_id)
     .bind(&a.job_id)
+    .bind(a.number)
     .bind(&a.trigger_kind)
     .bind(&a.provider)
     .bind(&a.outcome)
@@ -76,8 +73,9 @@ pub async fn insert_finished(conn: &mut AnyConnection, a: &AttemptRow) -> Result
     .bind(a.started_at)
     .bind(a.finished_at)
     .bind(a.duration_ms)
-    .fetch_one(conn)
-    .await
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 pub async fn finish(conn: &mut AnyConnection, a: &AttemptRow) -> Result<(), sqlx::Error> {

@@ -135,7 +135,7 @@ pub async fn list_for_membership(conn: &mut AnyConnection, membership_id: &str) 
 /// Claims up to `limit` due jobs of a queue for one worker in one statement, oldest first:
 /// `queued` → `running` under a lease until `now + lease_ms`; none while an operator has the
 /// queue paused. Concurrent claimers on PostgreSQL skip each other's rows (`FOR UPDATE SKIP
-/// LOCKED`); SQLite has one writer. Served by the `jobs_queue_status (queue, status, run_at)` index.
+/// LOCKED`); SQLite has one writer. Served by the partial index `jobs_queued (queue, run_at)`.
 pub async fn claim_batch(
     conn: &mut AnyConnection,
     queue: &str,
@@ -175,25 +175,37 @@ pub async fn claim_one(conn: &mut AnyConnection, id: &str, worker_id: &str, now:
     .await
 }
 
-/// Extends the lease of every job this worker holds, and the attempt lock of their memberships
-/// with it (so the lock never ends before the lease). Two statements, whatever the job count.
-pub async fn renew_leases(conn: &mut AnyConnection, worker_id: &str, until: i64) -> Result<u64, sqlx::Error> {
-    let renewed = sqlx::query("UPDATE jobs SET locked_until = $1 WHERE locked_by = $2 AND status = 'running'")
-        .bind(until)
-        .bind(worker_id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    if renewed > 0 {
-        sqlx::query(
-            "UPDATE memberships SET attempt_lock_until = $1 WHERE attempt_lock_job IN \
-             (SELECT id FROM jobs WHERE locked_by = $2 AND status = 'running')",
-        )
-        .bind(until)
-        .bind(worker_id)
-        .execute(conn)
-        .await?;
+/// Extends the leases of the jobs `ids` this worker still holds, and the attempt locks of their
+/// memberships with them (so a lock never ends before its lease): two statements per batch of
+/// ids. On PostgreSQL rows a completer is finishing right now are skipped, not waited for (they
+/// are about to be released; waiting could deadlock with the completer).
+pub async fn renew_leases(conn: &mut AnyConnection, worker_id: &str, ids: &[&str], until: i64) -> Result<u64, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(0);
     }
+    let skip_locked = if is_postgres(conn) { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let shape = ids.len().next_power_of_two();
+    let padded = (0..shape).map(|i| ids[i.min(ids.len() - 1)]);
+    let sql = format!(
+        "UPDATE jobs SET locked_until = $1 WHERE id IN \
+         (SELECT id FROM jobs WHERE locked_by = $2 AND status = 'running' AND id IN ({}){skip_locked})",
+        placeholders(3, shape)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(until).bind(worker_id);
+    for id in padded.clone() {
+        query = query.bind(id);
+    }
+    let renewed = query.execute(&mut *conn).await?.rows_affected();
+    let sql = format!(
+        "UPDATE memberships SET attempt_lock_until = $1 WHERE id IN \
+         (SELECT id FROM memberships WHERE attempt_lock_job IN ({}){skip_locked})",
+        placeholders(2, shape)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(until);
+    for id in padded {
+        query = query.bind(id);
+    }
+    query.execute(conn).await?;
     Ok(renewed)
 }
 
@@ -267,17 +279,16 @@ pub async fn recover_expired(conn: &mut AnyConnection, now: i64, limit: i64) -> 
     .await
 }
 
-/// Gives back the jobs a stopping worker still holds.
-pub async fn release_worker(conn: &mut AnyConnection, worker_id: &str, now: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, updated_at = $1 \
-         WHERE locked_by = $2 AND status = 'running'",
+/// Gives back the jobs a stopping worker still holds, due now; returns `(id, queue)` of each.
+pub async fn release_worker(conn: &mut AnyConnection, worker_id: &str, now: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE jobs SET status = 'queued', run_at = $1, locked_by = NULL, locked_until = NULL, updated_at = $1 \
+         WHERE locked_by = $2 AND status = 'running' RETURNING id, queue",
     )
     .bind(now)
     .bind(worker_id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .fetch_all(conn)
+    .await
 }
 
 /// Discards the waiting delivery jobs of a membership (a manual retry supersedes them).

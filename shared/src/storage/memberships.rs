@@ -195,27 +195,12 @@ pub async fn attempt_in_flight(conn: &mut AnyConnection, id: &str, now: i64) -> 
 
 /// Writes the delivery fields after an attempt and releases the attempt lock.
 pub async fn update_delivery(conn: &mut AnyConnection, m: &MembershipRow) -> Result<(), sqlx::Error> {
-    write_delivery(conn, m, None).await.map(|_| ())
-}
-
-/// Like `update_delivery`, for an attempt that took no lock (it called no provider): false, and
-/// nothing written, while another job's attempt holds the lock (unexpired at `now`).
-pub async fn update_delivery_if_unlocked(conn: &mut AnyConnection, m: &MembershipRow, job_id: &str, now: i64) -> Result<bool, sqlx::Error> {
-    write_delivery(conn, m, Some((job_id, now))).await
-}
-
-async fn write_delivery(conn: &mut AnyConnection, m: &MembershipRow, unless_locked: Option<(&str, i64)>) -> Result<bool, sqlx::Error> {
-    let lock_free = if unless_locked.is_some() {
-        " AND (attempt_lock_job IS NULL OR attempt_lock_job = $14 OR attempt_lock_until < $15)"
-    } else {
-        ""
-    };
-    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+    sqlx::query(
         "UPDATE memberships SET delivery_status = $1, delivery_attempts = $2, last_attempt_at = $3, \
          last_error_code = $4, last_error_message = $5, last_error_retryable = $6, next_retry_at = $7, \
          invite_url = $8, fallback_used = $9, delivered_at = $10, support_ticket_id = $11, updated_at = $12, \
-         attempt_lock_job = NULL, attempt_lock_until = NULL WHERE id = $13{lock_free}"
-    )))
+         attempt_lock_job = NULL, attempt_lock_until = NULL WHERE id = $13",
+    )
     .bind(&m.delivery_status)
     .bind(m.delivery_attempts)
     .bind(m.last_attempt_at)
@@ -228,12 +213,10 @@ async fn write_delivery(conn: &mut AnyConnection, m: &MembershipRow, unless_lock
     .bind(m.delivered_at)
     .bind(&m.support_ticket_id)
     .bind(m.updated_at)
-    .bind(&m.id);
-    let query = match unless_locked {
-        Some((job_id, now)) => query.bind(job_id).bind(now),
-        None => query,
-    };
-    Ok(query.execute(conn).await?.rows_affected() == 1)
+    .bind(&m.id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Memberships whose delivery is owed (pending or failed) but that no waiting or running job

@@ -14,6 +14,7 @@ use hilt_shared::{
 use tokio::sync::{mpsc, watch};
 
 use super::Outcome;
+use crate::JobContext;
 
 /// Most jobs written per transaction.
 const MAX_BATCH: usize = 256;
@@ -37,11 +38,11 @@ pub struct Completer {
 impl Completer {
     /// Starts the completer of one worker with `lanes` transactions in flight at once (each
     /// on a connection of its own); it drains what it was sent and stops on `stop`.
-    pub fn start(db: Db, worker_id: Arc<str>, lanes: usize, stop: watch::Receiver<bool>) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+    pub fn start(ctx: Arc<JobContext>, lanes: usize, stop: watch::Receiver<bool>) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
         let (senders, tasks): (Vec<_>, Vec<_>) = (0..lanes.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-                (tx, tokio::spawn(complete_loop(db.clone(), worker_id.clone(), rx, stop.clone())))
+                (tx, tokio::spawn(complete_loop(ctx.clone(), rx, stop.clone())))
             })
             .unzip();
         (Self { lanes: senders.into(), next: Arc::default() }, tasks)
@@ -58,11 +59,11 @@ impl Completer {
 }
 
 /// Writes one job's outcome at once, outside any completer (`run_once`).
-pub async fn complete_now(db: &Db, worker_id: &str, job: JobRow, outcome: Outcome) {
-    complete(db, worker_id, vec![Completion { job, outcome }]).await;
+pub async fn complete_now(ctx: &JobContext, job: JobRow, outcome: Outcome) {
+    complete(ctx, vec![Completion { job, outcome }]).await;
 }
 
-async fn complete_loop(db: Db, worker_id: Arc<str>, mut rx: mpsc::Receiver<Completion>, mut stop: watch::Receiver<bool>) {
+async fn complete_loop(ctx: Arc<JobContext>, mut rx: mpsc::Receiver<Completion>, mut stop: watch::Receiver<bool>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let received = tokio::select! {
@@ -80,19 +81,28 @@ async fn complete_loop(db: Db, worker_id: Arc<str>, mut rx: mpsc::Receiver<Compl
         if received == 0 {
             return;
         }
-        complete(&db, &worker_id, std::mem::take(&mut batch)).await;
+        complete(&ctx, std::mem::take(&mut batch)).await;
     }
 }
 
 /// Writes a batch in one transaction; if that fails (or a job's lease was lost), each job again
 /// in a transaction of its own, so one bad outcome never holds back the others.
-async fn complete(db: &Db, worker_id: &str, batch: Vec<Completion>) {
-    match complete_together(db, worker_id, &batch).await {
+async fn complete(ctx: &JobContext, batch: Vec<Completion>) {
+    let (db, worker_id) = (&ctx.db, ctx.worker_id.as_str());
+    let written = complete_batch(db, worker_id, &batch).await;
+    for completion in &batch {
+        ctx.held.release(&completion.job.id);
+    }
+    written
+}
+
+async fn complete_batch(db: &Db, worker_id: &str, batch: &[Completion]) {
+    match complete_together(db, worker_id, batch).await {
         Ok(true) => return,
         Ok(false) => tracing::info!(jobs = batch.len(), "a job's lease was lost; completing the batch job by job"),
         Err(e) => tracing::warn!(jobs = batch.len(), error = %e, "batch completion failed; completing job by job"),
     }
-    for completion in &batch {
+    for completion in batch {
         if let Err(e) = complete_alone(db, worker_id, completion).await {
             let job = &completion.job;
             // Our own failure (database, bug), not the provider's: try again soon without

@@ -90,14 +90,22 @@ pub async fn fetch_loop(ctx: Arc<JobContext>, queue: Queue, tx: mpsc::Sender<Job
         let room = 1 + tx.capacity();
         match claim(&ctx, queue, room).await {
             Ok(batch) if !batch.is_empty() => {
-                let mut batch = batch.into_iter();
+                let mut batch = batch.into_iter().filter(|job| {
+                    let fresh = ctx.held.take(&job.id);
+                    if !fresh {
+                        tracing::warn!(job.id = %job.id, "claimed a job this worker still runs (its lease had expired); the running copy finishes it");
+                    }
+                    fresh
+                });
                 if let Some(first) = batch.next() {
                     permit.send(first);
                 }
                 for job in batch {
                     // Cannot be full: this loop is the only sender and claimed no more than the room.
                     if let Err(e) = tx.try_send(job) {
-                        tracing::error!(error = %e, "claimed job did not fit; its lease will expire and the sweeper will requeue it");
+                        let job = e.into_inner();
+                        ctx.held.release(&job.id);
+                        tracing::error!(job.id = %job.id, "a claimed job did not fit; its lease will expire and the sweeper will requeue it");
                     }
                 }
                 continue;

@@ -7,7 +7,7 @@
 //!  jobs as the worker has room for ──▶ apalis worker (concurrency C) ──▶ Job::run
 //!                                                                            │ Outcome
 //!  complete: outcomes of many jobs in one transaction (group commit) ◀───────┘
-//!  upkeep: one statement renews every lease this worker holds (and the attempt locks)
+//!  upkeep: renews the leases of the jobs this worker holds (and their attempt locks)
 //!  sweep (one worker at a time): expired leases back to `queued`, owed deliveries re-created
 //! ```
 //!
@@ -41,7 +41,7 @@ pub async fn run_once(ctx: &JobContext, job_id: &str) -> anyhow::Result<bool> {
     let claimed = hilt_shared::storage::jobs::claim_one(&mut *ctx.db.conn().await?, job_id, &ctx.worker_id, now, ctx.lease_ms()).await?;
     let Some(job) = claimed else { return Ok(false) };
     let outcome = crate::jobs::execute(ctx, &job).await;
-    complete::complete_now(&ctx.db, &ctx.worker_id, job, outcome).await;
+    complete::complete_now(ctx, job, outcome).await;
     Ok(true)
 }
 

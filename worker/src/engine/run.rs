@@ -40,12 +40,14 @@ pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> +
     tracing::info!(worker.id = %ctx.worker_id, concurrency, queues = ?ctx.tuning.queues, "worker started");
 
     // `stop_fetching` ends claims at the shutdown signal; `stop_rest` ends the completer and the
-    // loops once the in-flight jobs are finished.
+    // loops once the in-flight jobs are finished; upkeep renews leases until every outcome is
+    // written, so no other worker recovers a job whose outcome is being written.
     let (stop_fetching, fetching) = watch::channel(false);
     let (stop_rest, rest) = watch::channel(false);
-    let (completer, completing) = Completer::start(ctx.db.clone(), ctx.worker_id.as_str().into(), ctx.tuning.completer_lanes, rest.clone());
+    let (stop_upkeep, upkeep_stop) = watch::channel(false);
+    let (completer, completing) = Completer::start(ctx.clone(), ctx.tuning.completer_lanes, rest.clone());
+    let upkeep = tokio::spawn(upkeep::upkeep_loop(ctx.clone(), upkeep_stop));
     let mut background = vec![
-        tokio::spawn(upkeep::upkeep_loop(ctx.clone(), rest.clone())),
         tokio::spawn(sweep::sweep_loop(ctx.clone(), rest.clone())),
         tokio::spawn(crate::renewal::run_loop(ctx.clone(), rest.clone())),
     ];
@@ -83,10 +85,15 @@ pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> +
     for task in background {
         let _ = task.await;
     }
-    let mut conn = ctx.db.conn().await?;
-    let handed_back = jobs::release_worker(&mut conn, &ctx.worker_id, now_ms()).await?;
-    workers::mark_stopped(&mut conn, &ctx.worker_id, now_ms()).await?;
-    tracing::info!(worker.id = %ctx.worker_id, handed_back, "worker stopped");
+    let _ = stop_upkeep.send(true);
+    let _ = upkeep.await;
+    let now = now_ms();
+    let mut tx = ctx.db.begin().await?;
+    let handed_back = jobs::release_worker(&mut tx, &ctx.worker_id, now).await?;
+    sweep::put_back(&mut tx, &handed_back, now).await?;
+    workers::mark_stopped(&mut tx, &ctx.worker_id, now).await?;
+    tx.commit().await?;
+    tracing::info!(worker.id = %ctx.worker_id, handed_back = handed_back.len(), "worker stopped");
     result.map_err(|e| anyhow::anyhow!("worker monitor: {e}"))
 }
 
@@ -101,7 +108,16 @@ async fn handle(job: JobRow, runtime: Data<Runtime>) -> Result<(), BoxDynError> 
         membership.id = job.membership_id.as_deref().unwrap_or(""),
         worker.id = %runtime.ctx.worker_id,
     );
-    let outcome = crate::jobs::execute(&runtime.ctx, &job).instrument(span).await;
+    let run = std::panic::AssertUnwindSafe(crate::jobs::execute(&runtime.ctx, &job).instrument(span));
+    let outcome = match futures::FutureExt::catch_unwind(run).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            // A bug, not the provider: try again soon without counting it against the budget.
+            tracing::error!(job.id = %job.id, job.queue = %job.queue, "job panicked");
+            let at = now_ms() + 5_000;
+            super::Outcome::Finish(jobs::Finish::RetryAt { at, error: Some("internal_error".into()), failed: false })
+        }
+    };
     runtime.completer.send(job, outcome).await;
     Ok(())
 }

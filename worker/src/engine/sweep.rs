@@ -36,17 +36,10 @@ pub async fn tick(ctx: &JobContext, look_for_owed: bool) -> Result<Option<Swept>
     loop {
         let mut tx = ctx.db.begin().await?;
         let recovered = jobs::recover_expired(&mut tx, now, RECOVER_BATCH).await?;
-        let ids: Vec<String> = recovered.iter().map(|(id, _)| id.clone()).collect();
-        attempts::abandon_for_jobs(&mut tx, &ids, now).await?;
-        memberships::unlock_for_jobs(&mut tx, &ids).await?;
-        let mut queues: Vec<&str> = recovered.iter().map(|(_, q)| q.as_str()).collect();
-        queues.dedup();
-        for queue in queues.iter().filter_map(|q| queue::Queue::parse(q)) {
-            queue::wake_workers(&mut tx, queue).await?;
-        }
+        put_back(&mut tx, &recovered, now).await?;
         tx.commit().await?;
         if !recovered.is_empty() {
-            tracing::warn!(jobs = recovered.len(), queues = ?queues, "recovered jobs from a worker that stopped renewing its leases");
+            tracing::warn!(jobs = recovered.len(), "recovered jobs from a worker that stopped renewing its leases");
         }
         swept.recovered_from_dead_workers += recovered.len();
         if recovered.len() < RECOVER_BATCH as usize {
@@ -68,6 +61,23 @@ pub async fn tick(ctx: &JobContext, look_for_owed: bool) -> Result<Option<Swept>
         tracing::info!(?swept, "sweeper put work back");
     }
     Ok(Some(swept))
+}
+
+/// What goes with jobs put back in the queue without their outcome (`(id, queue)` each): their
+/// unfinished attempts are marked `worker_lost`, their attempt locks released, workers woken.
+pub async fn put_back(tx: &mut sqlx::AnyConnection, jobs: &[(String, String)], now: i64) -> Result<(), sqlx::Error> {
+    let ids: Vec<String> = jobs.iter().map(|(id, _)| id.clone()).collect();
+    for chunk in ids.chunks(RECOVER_BATCH as usize) {
+        attempts::abandon_for_jobs(tx, chunk, now).await?;
+        memberships::unlock_for_jobs(tx, chunk).await?;
+    }
+    let mut queues: Vec<&str> = jobs.iter().map(|(_, q)| q.as_str()).collect();
+    queues.sort_unstable();
+    queues.dedup();
+    for queue in queues.into_iter().filter_map(queue::Queue::parse) {
+        queue::wake_workers(tx, queue).await?;
+    }
+    Ok(())
 }
 
 /// Sweeps every `sweep_every` (the owed-delivery scan every `owed_scan_every`) until `stop`.

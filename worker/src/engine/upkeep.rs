@@ -1,5 +1,5 @@
-//! Upkeep, every third of the lease: one statement renews every lease this worker holds (and
-//! the membership attempt locks with them), and the worker's heartbeat.
+//! Upkeep, every third of the lease: the leases of the jobs this worker holds are renewed (and
+//! the membership attempt locks with them) in two statements, and the worker's heartbeat.
 
 use std::sync::Arc;
 
@@ -26,7 +26,11 @@ pub async fn upkeep_loop(ctx: Arc<JobContext>, mut stop: watch::Receiver<bool>) 
 async fn tick(ctx: &JobContext) -> Result<(), sqlx::Error> {
     let mut conn = ctx.db.conn().await?;
     let now = now_ms();
-    jobs::renew_leases(&mut conn, &ctx.worker_id, now + ctx.lease_ms()).await?;
+    let held = ctx.held.ids();
+    for chunk in held.chunks(512) {
+        let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        jobs::renew_leases(&mut conn, &ctx.worker_id, &ids, now + ctx.lease_ms()).await?;
+    }
     workers::heartbeat(&mut conn, &ctx.worker_id, now).await?;
     Ok(())
 }

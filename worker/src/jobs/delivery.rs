@@ -304,15 +304,25 @@ impl DeliveryOutcome {
     async fn write(&self, tx: &mut AnyConnection, now: i64) -> anyhow::Result<Finish> {
         let intent = &self.intent;
         let mut attempt = self.attempt.clone();
+        if !self.attempt_recorded {
+            // No provider attempt held the lock for this one: take it now, before reading the
+            // membership, so no attempt of another job commits between our read and our write.
+            // It is released by the membership update below.
+            let locked = memberships::lock_for_attempt(tx, &attempt.membership_id, &self.job_id, now, now + self.lease_ms).await?;
+            if !locked {
+                let exists = memberships::get_any(tx, &attempt.membership_id).await?.is_some();
+                return Ok(if exists { Finish::RetryAt { at: now + self.lock_wait_ms, error: None, failed: false } } else { Finish::Done });
+            }
+        }
         let Some(mut m) = memberships::get_any(tx, &attempt.membership_id).await? else {
             return Ok(Finish::Done);
         };
-        let lock_busy = Finish::RetryAt { at: now + self.lock_wait_ms, error: None, failed: false };
-        if !self.attempt_recorded && self.result.is_err() {
-            // A failure may write a ticket before the membership: take the attempt lock first
-            // (the lock a provider attempt takes, so this never overlaps one; released below).
-            if !memberships::lock_for_attempt(tx, &m.id, &self.job_id, now, now + self.lease_ms).await? {
-                return Ok(lock_busy);
+        if !self.attempt_recorded {
+            if let Some(reason) = nothing_to_do(&m, intent.trigger) {
+                // Another job delivered it meanwhile: nothing to record.
+                tracing::info!(reason, "attempt not needed");
+                memberships::unlock(tx, &m.id, &self.job_id).await?;
+                return Ok(Finish::Done);
             }
             attempt.number = attempts::max_number(tx, &m.id).await? + 1;
         }
@@ -376,15 +386,11 @@ impl DeliveryOutcome {
             }
         };
 
+        memberships::update_delivery(tx, &m).await?;
         if self.attempt_recorded {
             attempts::finish(tx, &attempt).await?;
-            memberships::update_delivery(tx, &m).await?;
         } else {
-            // Nothing is written before this succeeds (a failure above holds the lock already).
-            if !memberships::update_delivery_if_unlocked(tx, &m, &self.job_id, now).await? {
-                return Ok(lock_busy);
-            }
-            attempt.number = attempts::insert_finished(tx, &attempt).await?;
+            attempts::insert_finished(tx, &attempt).await?;
         }
         if let Some((ticket, via)) = delivered_note {
             let note = format!("Delivered on attempt #{} ({} trigger, via {via}).", attempt.number, attempt.trigger_kind);
@@ -406,9 +412,10 @@ async fn review_summary(
     error: &ProviderError,
 ) -> anyhow::Result<String> {
     let history = attempts::list_for_membership(tx, &m.id).await?;
+    // The current attempt may not be written yet (no provider call to record it before).
+    let tried = history.iter().filter(|a| a.id != current.id).count() + 1;
     let mut lines = vec![format!(
-        "Automated delivery stopped after {} attempt(s). Last error: {} — {} ({}).",
-        history.len(),
+        "Automated delivery stopped after {tried} attempt(s). Last error: {} — {} ({}).",
         error.code,
         error.message,
         error.class.as_str()

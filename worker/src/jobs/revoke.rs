@@ -170,6 +170,8 @@ impl RevokeOutcome {
     let renewed_meanwhile =
         matches!(MembershipStatus::parse(&m.status), Some(MembershipStatus::Active | MembershipStatus::Grace));
 
+    // Written after the membership row, whose update orders this membership's events.
+    let mut revoked_event = None;
     let finish = match &self.result {
         Ok(summary) => {
             attempt.outcome = Some("succeeded".into());
@@ -193,7 +195,7 @@ impl RevokeOutcome {
                     "provider": attempt.provider,
                     "attempt_id": attempt.id,
                 });
-                record_event(tx, &m.merchant_id, "membership.revoked", Some(&m.id), None, data, now).await?;
+                revoked_event = Some(data);
             }
             Finish::Done
         }
@@ -234,6 +236,9 @@ impl RevokeOutcome {
 
     attempts::finish(tx, &attempt).await?;
     memberships::update_delivery(tx, &m).await?;
+    if let Some(data) = revoked_event {
+        record_event(tx, &m.merchant_id, "membership.revoked", Some(&m.id), None, data, now).await?;
+    }
     Ok(finish)
     }
 }
