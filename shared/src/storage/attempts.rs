@@ -49,18 +49,22 @@ pub async fn insert(conn: &mut AnyConnection, a: &AttemptRow) -> Result<(), sqlx
     Ok(())
 }
 
-/// Inserts an attempt whole: one that called no provider, so nothing had to be recorded first.
-pub async fn insert_finished(conn: &mut AnyConnection, a: &AttemptRow) -> Result<(), sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO delivery_attempts ({COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-    )))
+/// Inserts an attempt whole (one that called no provider, so nothing had to be recorded
+/// first), numbered after the membership's last attempt; returns the number it got. Callers
+/// hold the membership's attempt lock, so numbers do not collide.
+pub async fn insert_finished(conn: &mut AnyConnection, a: &AttemptRow) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO delivery_attempts (id, merchant_id, membership_id, payment_id, job_id, number, trigger_kind, \
+         provider, outcome, error_code, error_message, error_retryable, request_summary, response_summary, worker_id, \
+         started_at, finished_at, duration_ms) \
+         SELECT $1, $2, $3, $4, $5, COALESCE(MAX(number), 0) + 1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17 \
+         FROM delivery_attempts WHERE membership_id = $3 RETURNING number",
+    )
     .bind(&a.id)
     .bind(&a.merchant_id)
     .bind(&a.membership_id)
     .bind(&a.payment_id)
     .bind(&a.job_id)
-    .bind(a.number)
     .bind(&a.trigger_kind)
     .bind(&a.provider)
     .bind(&a.outcome)
@@ -73,9 +77,8 @@ pub async fn insert_finished(conn: &mut AnyConnection, a: &AttemptRow) -> Result
     .bind(a.started_at)
     .bind(a.finished_at)
     .bind(a.duration_ms)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_one(conn)
+    .await
 }
 
 pub async fn finish(conn: &mut AnyConnection, a: &AttemptRow) -> Result<(), sqlx::Error> {

@@ -155,6 +155,21 @@ pub async fn lock_for_attempt(conn: &mut AnyConnection, id: &str, job_id: &str, 
     Ok(done.rows_affected() == 1)
 }
 
+/// `lock_for_attempt` that also returns the membership as it is under the lock (one statement);
+/// None when another job's attempt holds the lock, or there is no such membership.
+pub async fn lock_for_attempt_and_get(conn: &mut AnyConnection, id: &str, job_id: &str, now: i64, until: i64) -> Result<Option<MembershipRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE memberships SET attempt_lock_job = $1, attempt_lock_until = $2 WHERE id = $3 \
+         AND (attempt_lock_job IS NULL OR attempt_lock_until < $4 OR attempt_lock_job = $1) RETURNING {COLUMNS}"
+    )))
+    .bind(job_id)
+    .bind(until)
+    .bind(id)
+    .bind(now)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Releases the attempt locks these jobs hold (their worker is gone).
 pub async fn unlock_for_jobs(conn: &mut AnyConnection, job_ids: &[String]) -> Result<(), sqlx::Error> {
     if job_ids.is_empty() {

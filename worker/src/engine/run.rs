@@ -58,7 +58,7 @@ pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> +
     let runtime = Runtime { ctx: ctx.clone(), completer };
     let mut monitor = Monitor::new().shutdown_timeout(SHUTDOWN_GRACE);
     for queue in ctx.tuning.queues.iter().copied() {
-        let (tx, claimed) = fetch::ClaimedJobs::channel(concurrency * 4);
+        let (tx, claimed) = fetch::ClaimedJobs::channel(concurrency * ctx.tuning.claim_ahead);
         background.push(tokio::spawn(fetch::fetch_loop(ctx.clone(), queue, tx, fetching.clone())));
         let name = format!("{}-{}", ctx.worker_id, queue.as_str());
         let claimed = std::sync::Mutex::new(Some(claimed));

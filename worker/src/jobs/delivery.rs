@@ -304,28 +304,30 @@ impl DeliveryOutcome {
     async fn write(&self, tx: &mut AnyConnection, now: i64) -> anyhow::Result<Finish> {
         let intent = &self.intent;
         let mut attempt = self.attempt.clone();
-        if !self.attempt_recorded {
-            // No provider attempt held the lock for this one: take it now, before reading the
-            // membership, so no attempt of another job commits between our read and our write.
+        let mut m = if self.attempt_recorded {
+            let Some(m) = memberships::get_any(tx, &attempt.membership_id).await? else { return Ok(Finish::Done) };
+            m
+        } else {
+            // No provider attempt held the lock for this one: take it now and read the
+            // membership under it, so no other attempt commits between our read and our write.
             // It is released by the membership update below.
-            let locked = memberships::lock_for_attempt(tx, &attempt.membership_id, &self.job_id, now, now + self.lease_ms).await?;
-            if !locked {
+            let until = now + self.lease_ms;
+            let Some(m) = memberships::lock_for_attempt_and_get(tx, &attempt.membership_id, &self.job_id, now, until).await? else {
                 let exists = memberships::get_any(tx, &attempt.membership_id).await?.is_some();
                 return Ok(if exists { Finish::RetryAt { at: now + self.lock_wait_ms, error: None, failed: false } } else { Finish::Done });
-            }
-        }
-        let Some(mut m) = memberships::get_any(tx, &attempt.membership_id).await? else {
-            return Ok(Finish::Done);
-        };
-        if !self.attempt_recorded {
+            };
             if let Some(reason) = nothing_to_do(&m, intent.trigger) {
                 // Another job delivered it meanwhile: nothing to record.
                 tracing::info!(reason, "attempt not needed");
                 memberships::unlock(tx, &m.id, &self.job_id).await?;
                 return Ok(Finish::Done);
             }
-            attempt.number = attempts::max_number(tx, &m.id).await? + 1;
-        }
+            if self.result.is_err() {
+                // A failure's ticket summary names this attempt's number before it is written.
+                attempt.number = attempts::max_number(tx, &m.id).await? + 1;
+            }
+            m
+        };
         let was_in_review = m.delivery_status == DeliveryStatus::ManualReview.as_str();
         attempt.finished_at = Some(now);
         m.delivery_attempts += 1;
@@ -390,7 +392,7 @@ impl DeliveryOutcome {
         if self.attempt_recorded {
             attempts::finish(tx, &attempt).await?;
         } else {
-            attempts::insert_finished(tx, &attempt).await?;
+            attempt.number = attempts::insert_finished(tx, &attempt).await?;
         }
         if let Some((ticket, via)) = delivered_note {
             let note = format!("Delivered on attempt #{} ({} trigger, via {via}).", attempt.number, attempt.trigger_kind);
