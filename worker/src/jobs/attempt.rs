@@ -67,13 +67,32 @@ pub async fn start(
     now: Millis,
 ) -> anyhow::Result<(AttemptRow, MembershipRow, ProductRow)> {
     let Ready { mut tx, membership, product } = ready;
-    let attempt = AttemptRow {
+    let mut attempt = new_attempt(ctx, job, &membership, trigger, payment_id, provider, request_summary, now);
+    attempt.number = attempts::max_number(&mut tx, &membership.id).await? + 1;
+    attempts::insert(&mut tx, &attempt).await?;
+    tx.commit().await?;
+    Ok((attempt, membership, product))
+}
+
+/// An attempt starting `now`, not yet numbered (0) or finished.
+#[allow(clippy::too_many_arguments)]
+pub fn new_attempt(
+    ctx: &JobContext,
+    job: &JobRow,
+    m: &MembershipRow,
+    trigger: Trigger,
+    payment_id: Option<String>,
+    provider: &str,
+    request_summary: String,
+    now: Millis,
+) -> AttemptRow {
+    AttemptRow {
         id: AttemptId::generate().to_string(),
-        merchant_id: membership.merchant_id.clone(),
-        membership_id: membership.id.clone(),
-        payment_id: payment_id.or_else(|| Some(membership.last_payment_id.clone())),
+        merchant_id: m.merchant_id.clone(),
+        membership_id: m.id.clone(),
+        payment_id: payment_id.or_else(|| Some(m.last_payment_id.clone())),
         job_id: Some(job.id.clone()),
-        number: attempts::max_number(&mut tx, &membership.id).await? + 1,
+        number: 0,
         trigger_kind: trigger.as_str().to_owned(),
         provider: provider.to_owned(),
         outcome: None,
@@ -86,10 +105,7 @@ pub async fn start(
         started_at: now,
         finished_at: None,
         duration_ms: None,
-    };
-    attempts::insert(&mut tx, &attempt).await?;
-    tx.commit().await?;
-    Ok((attempt, membership, product))
+    }
 }
 
 /// Writes a provider failure onto the attempt row and the membership's `last_error`.

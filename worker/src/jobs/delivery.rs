@@ -6,7 +6,7 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use hilt_shared::{
     clock::{now_ms, rfc3339},
-    domain::{AttemptId, DeliveryStatus, MembershipStatus, Period, Platform, retry::next_delay},
+    domain::{DeliveryStatus, MembershipStatus, Period, Platform, retry::next_delay},
     providers::{ErrorClass, ProviderError},
     queue::{DeliveryJob, Queue, Trigger},
     service::{payments::record_event, support},
@@ -108,7 +108,10 @@ impl Job for Delivery {
         if !plan.calls_out(&membership) {
             // Nothing leaves the process (a fallback link to show, or nothing configured): the
             // attempt is written whole with its outcome, in the completer's transaction.
-            let attempt = unrecorded_attempt(ctx, job, &intent, &membership, plan.provider(), request_summary(&plan, &membership), now);
+            let summary = request_summary(&plan, &membership);
+            let mut attempt =
+                attempt::new_attempt(ctx, job, &membership, intent.trigger, intent.payment_id.clone(), plan.provider(), summary, now);
+            attempt.duration_ms = Some(0);
             let result = hand_over(ctx, &plan, &membership, &attempt.id).await;
             return Ok(Outcome::record(outcome(ctx, job, intent, attempt, result, false)));
         }
@@ -156,38 +159,6 @@ fn outcome(
         retry_schedule: ctx.tuning.retry_schedule.clone(),
         lease_ms: ctx.lease_ms(),
         lock_wait_ms: i64::try_from(ctx.tuning.lock_wait.as_millis()).unwrap_or(1_000),
-    }
-}
-
-/// An attempt that is written only with its outcome (no provider call to protect).
-fn unrecorded_attempt(
-    ctx: &JobContext,
-    job: &JobRow,
-    intent: &DeliveryJob,
-    m: &MembershipRow,
-    provider: &str,
-    request_summary: String,
-    now: i64,
-) -> AttemptRow {
-    AttemptRow {
-        id: AttemptId::generate().to_string(),
-        merchant_id: m.merchant_id.clone(),
-        membership_id: m.id.clone(),
-        payment_id: intent.payment_id.clone().or_else(|| Some(m.last_payment_id.clone())),
-        job_id: Some(job.id.clone()),
-        number: 0,
-        trigger_kind: intent.trigger.as_str().to_owned(),
-        provider: provider.to_owned(),
-        outcome: None,
-        error_code: None,
-        error_message: None,
-        error_retryable: None,
-        request_summary: Some(request_summary),
-        response_summary: None,
-        worker_id: ctx.worker_id.clone(),
-        started_at: now,
-        finished_at: None,
-        duration_ms: Some(0),
     }
 }
 
