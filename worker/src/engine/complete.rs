@@ -20,8 +20,6 @@ use crate::JobContext;
 const MAX_BATCH: usize = 256;
 /// Outcomes that may wait for the completer before job handlers wait too (back-pressure).
 const QUEUE_DEPTH: usize = MAX_BATCH;
-/// How long a job whose outcome could not be written waits before it runs again.
-const INTERNAL_ERROR_RETRY_MS: i64 = 5_000;
 
 struct Completion {
     job: JobRow,
@@ -89,11 +87,10 @@ async fn complete_loop(ctx: Arc<JobContext>, mut rx: mpsc::Receiver<Completion>,
 /// in a transaction of its own, so one bad outcome never holds back the others.
 async fn complete(ctx: &JobContext, batch: Vec<Completion>) {
     let (db, worker_id) = (&ctx.db, ctx.worker_id.as_str());
-    let written = complete_batch(db, worker_id, &batch).await;
+    complete_batch(db, worker_id, &batch).await;
     for completion in &batch {
         ctx.held.release(&completion.job.id);
     }
-    written
 }
 
 async fn complete_batch(db: &Db, worker_id: &str, batch: &[Completion]) {
@@ -109,7 +106,7 @@ async fn complete_batch(db: &Db, worker_id: &str, batch: &[Completion]) {
             // counting it against the retry budget. If even this fails, the lease expires and
             // the sweeper recovers the job.
             tracing::error!(job.id = %job.id, job.queue = %job.queue, error = %e, "could not record a job's outcome");
-            let retry = Finish::RetryAt { at: now_ms() + INTERNAL_ERROR_RETRY_MS, error: Some("internal_error".into()), failed: false };
+            let retry = super::internal_error_retry();
             let handed_back = async { jobs::finish(&mut *db.conn().await?, &job.id, worker_id, &retry, now_ms()).await };
             if let Err(e) = handed_back.await {
                 tracing::error!(job.id = %job.id, error = %e, "could not hand the job back");

@@ -75,6 +75,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Our own failure (database, bug, panic), not the provider's: the job runs again in 5 s
+    /// without counting against its retry budget.
+    pub fn internal_error() -> Self {
+        Outcome::Finish(internal_error_retry())
+    }
+
     pub fn done() -> Self {
         Outcome::Finish(Finish::Done)
     }
@@ -86,6 +92,12 @@ impl Outcome {
     pub fn record(record: impl Record + 'static) -> Self {
         Outcome::Record(Box::new(record))
     }
+}
+
+/// The finish of [`Outcome::internal_error`].
+pub fn internal_error_retry() -> Finish {
+    let at = hilt_shared::clock::now_ms() + 5_000;
+    Finish::RetryAt { at, error: Some("internal_error".into()), failed: false }
 }
 
 /// The writes of an outcome, run inside a completer transaction that may hold many jobs.

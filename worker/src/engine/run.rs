@@ -112,10 +112,8 @@ async fn handle(job: JobRow, runtime: Data<Runtime>) -> Result<(), BoxDynError> 
     let outcome = match futures::FutureExt::catch_unwind(run).await {
         Ok(outcome) => outcome,
         Err(_) => {
-            // A bug, not the provider: try again soon without counting it against the budget.
             tracing::error!(job.id = %job.id, job.queue = %job.queue, "job panicked");
-            let at = now_ms() + 5_000;
-            super::Outcome::Finish(jobs::Finish::RetryAt { at, error: Some("internal_error".into()), failed: false })
+            super::Outcome::internal_error()
         }
     };
     runtime.completer.send(job, outcome).await;

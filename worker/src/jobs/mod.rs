@@ -33,11 +33,7 @@ pub async fn execute(ctx: &JobContext, job: &JobRow) -> Outcome {
         }
         Err(e) => {
             tracing::error!(error = %e, "job failed inside the worker");
-            Outcome::Finish(hilt_shared::storage::jobs::Finish::RetryAt {
-                at: hilt_shared::clock::now_ms() + 5_000,
-                error: Some("internal_error".into()),
-                failed: false,
-            })
+            Outcome::internal_error()
         }
     }
 }
