@@ -43,9 +43,10 @@ struct Args {
     redis_url: Option<String>,
     #[arg(long, value_enum, default_value_t = JobKind::Delivery)]
     job: JobKind,
-    /// Jobs claimed ahead per queue, in multiples of the concurrency (`Tuning::claim_ahead`).
-    #[arg(long, default_value_t = 4)]
-    claim_ahead: usize,
+    /// Jobs claimed ahead per queue, in multiples of the concurrency; `Tuning::claim_ahead`
+    /// when absent.
+    #[arg(long)]
+    claim_ahead: Option<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -84,7 +85,9 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..args.workers {
         let worker_db = Db::connect(&url, hilt_worker::engine::pool_size(&config, true)).await?;
         let mut tuning = Tuning::from_config(&config);
-        tuning.claim_ahead = args.claim_ahead.max(1);
+        if let Some(k) = args.claim_ahead {
+            tuning.claim_ahead = k.max(1);
+        }
         if args.job == JobKind::Noop {
             tuning.queues = vec![Queue::Noop];
         }

@@ -22,7 +22,7 @@ pub struct Tuning {
     pub owed_scan_every: Duration,
     /// The queues this worker runs.
     pub queues: Vec<Queue>,
-    /// Jobs a queue's fetcher may claim beyond what is running, in multiples of the worker's
+    /// Jobs a queue's fetchers may claim beyond what is running, in multiples of the worker's
     /// concurrency: larger batches are cheaper per job, smaller ones leave more of a backlog to
     /// other workers (jobs claimed here wait here).
     pub claim_ahead: usize,
@@ -50,7 +50,7 @@ impl Tuning {
             sweep_every: Duration::from_secs(1),
             owed_scan_every: Duration::from_secs(30),
             queues: [Queue::Delivery, Queue::Revoke, Queue::ProofEmail, Queue::Webhook].to_vec(),
-            claim_ahead: 4,
+            claim_ahead: 8,
             completer_lanes: 2,
             lock_wait: Duration::from_secs(1),
             auth_failure_burst: 20,

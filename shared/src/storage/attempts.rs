@@ -126,13 +126,9 @@ pub async fn abandon_for_jobs(conn: &mut AnyConnection, job_ids: &[String], now:
     let sql = format!(
         "UPDATE delivery_attempts SET outcome = 'failed', error_code = 'worker_lost', \
          error_message = 'the worker stopped during this attempt; the outcome at the provider is unknown', \
-         error_retryable = 1, finished_at = $1 WHERE outcome IS NULL AND job_id IN ({})",
-        super::placeholders(2, job_ids.len())
+         error_retryable = 1, finished_at = $1 WHERE outcome IS NULL AND {}",
+        super::in_list(conn, "job_id", 2)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-    for id in job_ids {
-        query = query.bind(id);
-    }
-    Ok(query.execute(conn).await?.rows_affected())
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(super::json_list(job_ids)).execute(conn).await?.rows_affected())
 }
 

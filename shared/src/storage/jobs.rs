@@ -5,7 +5,7 @@
 
 use sqlx::{AnyConnection, FromRow};
 
-use super::placeholders;
+use super::{in_list, is_postgres, json_list, locked_subquery};
 
 /// Where a job is in its life: `queued` (due at `run_at`) → `running` (claimed under a lease)
 /// → `done` | `dead` | `discarded`, or back to `queued` with a later `run_at` for a retry.
@@ -69,6 +69,9 @@ pub struct JobRow {
     /// Failed runs: the index into the retry schedule.
     pub failures: i64,
     pub last_error: Option<String>,
+    /// The worker holding the lease: set exactly while `running`, so `locked_by = $worker`
+    /// alone says "still ours" (and keeps the planner on the primary key rather than the
+    /// `jobs_running` index, which holds an entry for every job that ran since the last vacuum).
     pub locked_by: Option<String>,
     /// Unix milliseconds; the lease ends here unless the worker renews it.
     pub locked_until: Option<i64>,
@@ -78,10 +81,6 @@ pub struct JobRow {
 
 const COLUMNS: &str = "id, queue, payload, merchant_id, membership_id, status, run_at, attempts, failures, \
     last_error, locked_by, locked_until, created_at, updated_at";
-
-fn is_postgres(conn: &AnyConnection) -> bool {
-    conn.backend_name().eq_ignore_ascii_case("postgresql")
-}
 
 pub async fn insert(conn: &mut AnyConnection, j: &JobRow) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -144,13 +143,12 @@ pub async fn claim_batch(
     lease_ms: i64,
     limit: i64,
 ) -> Result<Vec<JobRow>, sqlx::Error> {
-    let skip_locked = if is_postgres(conn) { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let due = "SELECT id FROM jobs WHERE queue = $4 AND status = 'queued' AND run_at <= $3 \
+               AND NOT EXISTS (SELECT 1 FROM queue_controls WHERE queue = $4 AND paused = 1) ORDER BY run_at LIMIT $5";
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE jobs SET status = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
-         WHERE id IN (SELECT id FROM jobs WHERE queue = $4 AND status = 'queued' AND run_at <= $3 \
-                      AND NOT EXISTS (SELECT 1 FROM queue_controls WHERE queue = $4 AND paused = 1) \
-                      ORDER BY run_at LIMIT $5{skip_locked}) \
-         RETURNING {COLUMNS}"
+         WHERE {} RETURNING {COLUMNS}",
+        locked_subquery(conn, due)
     )))
     .bind(worker_id)
     .bind(now + lease_ms)
@@ -183,29 +181,13 @@ pub async fn renew_leases(conn: &mut AnyConnection, worker_id: &str, ids: &[&str
     if ids.is_empty() {
         return Ok(0);
     }
-    let skip_locked = if is_postgres(conn) { " FOR UPDATE SKIP LOCKED" } else { "" };
-    let shape = ids.len().next_power_of_two();
-    let padded = (0..shape).map(|i| ids[i.min(ids.len() - 1)]);
-    let sql = format!(
-        "UPDATE jobs SET locked_until = $1 WHERE id IN \
-         (SELECT id FROM jobs WHERE locked_by = $2 AND status = 'running' AND id IN ({}){skip_locked})",
-        placeholders(3, shape)
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(until).bind(worker_id);
-    for id in padded.clone() {
-        query = query.bind(id);
-    }
-    let renewed = query.execute(&mut *conn).await?.rows_affected();
-    let sql = format!(
-        "UPDATE memberships SET attempt_lock_until = $1 WHERE id IN \
-         (SELECT id FROM memberships WHERE attempt_lock_job IN ({}){skip_locked})",
-        placeholders(2, shape)
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(until);
-    for id in padded {
-        query = query.bind(id);
-    }
-    query.execute(conn).await?;
+    let ids = json_list(ids);
+    let held = format!("SELECT id FROM jobs WHERE {} AND locked_by = $2", in_list(conn, "id", 3));
+    let sql = format!("UPDATE jobs SET locked_until = $1 WHERE {}", locked_subquery(conn, &held));
+    let renewed = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(until).bind(worker_id).bind(&ids).execute(&mut *conn).await?.rows_affected();
+    let locks = format!("SELECT id FROM memberships WHERE {}", in_list(conn, "attempt_lock_job", 2));
+    let sql = format!("UPDATE memberships SET attempt_lock_until = $1 WHERE {}", locked_subquery(conn, &locks));
+    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(until).bind(&ids).execute(conn).await?;
     Ok(renewed)
 }
 
@@ -229,7 +211,7 @@ pub async fn finish(conn: &mut AnyConnection, id: &str, worker_id: &str, finish:
     let done = sqlx::query(
         "UPDATE jobs SET status = $1, run_at = COALESCE($2, run_at), last_error = COALESCE($3, last_error), \
          failures = failures + $4, locked_by = NULL, locked_until = NULL, updated_at = $5 \
-         WHERE id = $6 AND locked_by = $7 AND status = 'running'",
+         WHERE id = $6 AND locked_by = $7",
     )
     .bind(status.as_str())
     .bind(run_at)
@@ -249,29 +231,22 @@ pub async fn finish_done(conn: &mut AnyConnection, ids: &[&str], worker_id: &str
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    // Padded to a power of two (repeating the last id) so a few statement shapes serve every
-    // batch size from the prepared-statement cache; the primary key serves the list.
-    let shape = ids.len().next_power_of_two();
     let sql = format!(
         "UPDATE jobs SET status = 'done', locked_by = NULL, locked_until = NULL, updated_at = $1 \
-         WHERE locked_by = $2 AND status = 'running' AND id IN ({}) RETURNING id",
-        placeholders(3, shape)
+         WHERE {} AND locked_by = $2 RETURNING id",
+        in_list(conn, "id", 3)
     );
-    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now).bind(worker_id);
-    for i in 0..shape {
-        query = query.bind(ids[i.min(ids.len() - 1)]);
-    }
-    query.fetch_all(conn).await
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(now).bind(worker_id).bind(json_list(ids)).fetch_all(conn).await
 }
 
 /// Gives up to `limit` jobs whose worker stopped renewing the lease (killed, hung,
 /// partitioned) back to the queue, due now, in one statement; returns `(id, queue)` of each.
 pub async fn recover_expired(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
-    let skip_locked = if is_postgres(conn) { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let expired = "SELECT id FROM jobs WHERE status = 'running' AND locked_until < $1 LIMIT $2";
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE jobs SET status = 'queued', run_at = $1, last_error = 'worker_lost', locked_by = NULL, locked_until = NULL, \
-         updated_at = $1 WHERE id IN (SELECT id FROM jobs WHERE status = 'running' AND locked_until < $1 LIMIT $2{skip_locked}) \
-         RETURNING id, queue"
+         updated_at = $1 WHERE {} RETURNING id, queue",
+        locked_subquery(conn, expired)
     )))
     .bind(now)
     .bind(limit)
@@ -283,7 +258,7 @@ pub async fn recover_expired(conn: &mut AnyConnection, now: i64, limit: i64) -> 
 pub async fn release_worker(conn: &mut AnyConnection, worker_id: &str, now: i64) -> Result<Vec<(String, String)>, sqlx::Error> {
     sqlx::query_as(
         "UPDATE jobs SET status = 'queued', run_at = $1, locked_by = NULL, locked_until = NULL, updated_at = $1 \
-         WHERE locked_by = $2 AND status = 'running' RETURNING id, queue",
+         WHERE locked_by = $2 RETURNING id, queue",
     )
     .bind(now)
     .bind(worker_id)

@@ -176,14 +176,10 @@ pub async fn unlock_for_jobs(conn: &mut AnyConnection, job_ids: &[String]) -> Re
         return Ok(());
     }
     let sql = format!(
-        "UPDATE memberships SET attempt_lock_job = NULL, attempt_lock_until = NULL WHERE attempt_lock_job IN ({})",
-        super::placeholders(1, job_ids.len())
+        "UPDATE memberships SET attempt_lock_job = NULL, attempt_lock_until = NULL WHERE {}",
+        super::in_list(conn, "attempt_lock_job", 1)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in job_ids {
-        query = query.bind(id);
-    }
-    query.execute(conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(super::json_list(job_ids)).execute(conn).await?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ pub mod webhook_endpoints;
 use std::{str::FromStr, time::Duration};
 
 use sqlx::{
-    Any, AnyPool, Executor,
+    Any, AnyConnection, AnyPool, Executor,
     any::{AnyConnectOptions, AnyPoolOptions},
 };
 
@@ -132,9 +132,35 @@ impl Db {
     }
 }
 
-/// `$first, $first+1, …` for `n` bound values (an `IN (…)` list).
-pub(crate) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+/// `column IN values`, the values bound as one JSON array of strings at `$n` (see
+/// [`json_list`]): one statement shape for any number of values, so it stays in the
+/// prepared-statement cache, and on PostgreSQL a primary-key lookup even under a generic plan.
+pub(crate) fn in_list(conn: &AnyConnection, column: &str, n: usize) -> String {
+    if is_postgres(conn) {
+        format!("{column} = ANY(ARRAY(SELECT json_array_elements_text(${n}::json)))")
+    } else {
+        format!("{column} IN (SELECT value FROM json_each(${n}))")
+    }
+}
+
+/// `id IN (select)`, where `select` picks rows by `id`; on PostgreSQL the rows are locked
+/// `FOR UPDATE SKIP LOCKED` (another worker's claim passes them by) and written as
+/// `= ANY(ARRAY(…))`, because a generic plan of `IN (…)` hash-joins the whole table.
+pub(crate) fn locked_subquery(conn: &AnyConnection, select: &str) -> String {
+    if is_postgres(conn) {
+        format!("id = ANY(ARRAY({select} FOR UPDATE SKIP LOCKED))")
+    } else {
+        format!("id IN ({select})")
+    }
+}
+
+/// The bound value of an [`in_list`].
+pub(crate) fn json_list<S: AsRef<str>>(values: &[S]) -> String {
+    serde_json::to_string(&values.iter().map(AsRef::as_ref).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn is_postgres(conn: &AnyConnection) -> bool {
+    conn.backend_name().eq_ignore_ascii_case("postgresql")
 }
 
 /// Stored flags are 0/1 integers on both backends.

@@ -58,14 +58,16 @@ pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> +
     let runtime = Runtime { ctx: ctx.clone(), completer };
     let mut monitor = Monitor::new().shutdown_timeout(SHUTDOWN_GRACE);
     for queue in ctx.tuning.queues.iter().copied() {
-        let (tx, claimed) = fetch::ClaimedJobs::channel(concurrency * ctx.tuning.claim_ahead);
-        background.push(tokio::spawn(fetch::fetch_loop(ctx.clone(), queue, tx, fetching.clone())));
+        let (window, claimed) = fetch::ClaimedJobs::channel(concurrency * ctx.tuning.claim_ahead, concurrency);
+        for _ in 0..fetch::FETCHERS_PER_QUEUE {
+            background.push(tokio::spawn(fetch::fetch_loop(ctx.clone(), queue, window.clone(), fetching.clone())));
+        }
         let name = format!("{}-{}", ctx.worker_id, queue.as_str());
         let claimed = std::sync::Mutex::new(Some(claimed));
         let runtime = runtime.clone();
         monitor = monitor.register(move |_| {
             // Built once: the monitor restarts no worker (a failed claim is retried in the fetch loop).
-            let backend = claimed.lock().ok().and_then(|mut c| c.take()).unwrap_or_else(|| fetch::ClaimedJobs::channel(1).1);
+            let backend = claimed.lock().ok().and_then(|mut c| c.take()).unwrap_or_else(|| fetch::ClaimedJobs::channel(1, 1).1);
             WorkerBuilder::new(name.clone()).backend(backend).data(runtime.clone()).concurrency(concurrency).build(handle)
         });
     }
