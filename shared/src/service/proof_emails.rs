@@ -1,8 +1,10 @@
 //! Proof email (SPEC §8): `POST /v1/receipt/{id}/send-proof` records a request and queues a
 //! `proof_email` job in one transaction; the job (worker `jobs::proof_email`) sends the
 //! receipt's verification link once. The request row is the email's idempotency record.
+//! [`record_send`] writes a send's outcome in the completer's transaction.
 
 use serde::Deserialize;
+use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::{ServiceError, email, invalid};
@@ -11,7 +13,9 @@ use crate::{
     domain::{JobId, ProofEmailId},
     queue::{self, ProofEmailJob, Queue},
     storage::{
-        Db, memberships, payments,
+        Db,
+        jobs::Finish,
+        memberships, payments,
         proof_emails::{self, ProofEmailRow},
         receipts::{self, ReceiptRow},
     },
@@ -81,6 +85,28 @@ async fn buyer_email(conn: &mut sqlx::AnyConnection, r: &ReceiptRow) -> Result<O
         None => memberships::get_any(conn, &r.membership_id).await?.and_then(|m| m.email),
     };
     Ok(candidate.and_then(|e| email("email", Some(&e)).ok().flatten()))
+}
+
+/// A finished send, as the worker saw it: the request row with its outcome (`sent`, `queued`
+/// again for a retry, or `failed`), the claim's attempt number, and the job's next step.
+#[derive(Debug, Clone)]
+pub struct ProofEmailSend {
+    pub row: ProofEmailRow,
+    pub attempt: i64,
+    pub finish: Finish,
+}
+
+/// Writes a send's outcome at `now` (unix ms) inside the caller's transaction, unless the
+/// claim `attempt` is no longer current (then nothing changes and a warning is logged).
+/// The outcome is a fact even if the job's lease was lost, so whichever run holds the job now
+/// finds the request finished and sends nothing. Returns the send's `finish`. Errors are
+/// database errors.
+pub async fn record_send(conn: &mut AnyConnection, now: i64, input: &ProofEmailSend) -> Result<Finish, ServiceError> {
+    let row = ProofEmailRow { updated_at: now, ..input.row.clone() };
+    if !proof_emails::finish_attempt(conn, &row, input.attempt).await? {
+        tracing::warn!(proof_email.id = %row.id, attempt = input.attempt, "proof email claim was no longer current; outcome not recorded");
+    }
+    Ok(input.finish.clone())
 }
 
 /// What the proof email says.

@@ -1,5 +1,5 @@
 //! Merchant webhooks (SPEC §8): endpoints, their secrets, the fan-out of every event, and the
-//! delivery record merchants read and retry from.
+//! delivery record the worker writes and merchants read and retry from.
 
 use std::net::IpAddr;
 
@@ -18,7 +18,7 @@ use crate::{
     storage::{
         Db,
         events::{self, EventRow},
-        jobs,
+        jobs::{self, Finish},
         webhook_deliveries::{self, DeliveryRow},
         webhook_endpoints::{self, EndpointRow},
     },
@@ -147,6 +147,30 @@ pub async fn fan_out(tx: &mut AnyConnection, event: &EventRow) -> Result<(), Ser
         queue::enqueue_webhook(tx, &event.merchant_id, event.membership_id.as_deref(), &job, event.created_at).await?;
     }
     Ok(())
+}
+
+/// A finished attempt to send an event to an endpoint, as the worker saw it: the log row
+/// (`attempt` is numbered when written), whether the receiver answered 410 Gone, and the
+/// job's next step already decided from the answer and the webhook schedule.
+#[derive(Debug, Clone)]
+pub struct WebhookAttempt {
+    pub row: DeliveryRow,
+    pub gone: bool,
+    pub finish: Finish,
+}
+
+/// Writes a webhook attempt at `now` (unix ms) inside the caller's transaction: its numbered
+/// row in the deliveries log, and the endpoint disabled (reason `gone`) on 410. Returns the
+/// attempt's `finish`. Errors are database errors.
+pub async fn record_attempt(conn: &mut AnyConnection, now: i64, input: &WebhookAttempt) -> Result<Finish, ServiceError> {
+    let mut row = input.row.clone();
+    row.attempt = webhook_deliveries::next_attempt(conn, &row.endpoint_id, &row.event_id).await?;
+    webhook_deliveries::insert(conn, &row).await?;
+    if input.gone {
+        tracing::warn!(endpoint.id = %row.endpoint_id, "endpoint answered 410 Gone; disabling it");
+        webhook_endpoints::disable(conn, &row.endpoint_id, "gone", now).await?;
+    }
+    Ok(input.finish.clone())
 }
 
 async fn load(conn: &mut AnyConnection, merchant_id: &str, id: &str) -> Result<EndpointRow, ServiceError> {

@@ -107,18 +107,3 @@ pub fn new_attempt(
         duration_ms: None,
     }
 }
-
-/// Writes a provider failure onto the attempt row and the membership's `last_error`.
-pub fn record_failure(attempt: &mut AttemptRow, membership: &mut MembershipRow, e: &hilt_shared::providers::ProviderError) {
-    attempt.outcome = Some("failed".into());
-    attempt.error_code = Some(e.code.clone());
-    attempt.error_message = Some(e.message.clone());
-    attempt.error_retryable = Some(i64::from(e.retryable()));
-    attempt.response_summary = Some(match e.http_status {
-        Some(status) => format!("{} ({}), provider answered {status}", e.code, e.class.as_str()),
-        None => format!("{} ({})", e.code, e.class.as_str()),
-    });
-    membership.last_error_code = Some(e.code.clone());
-    membership.last_error_message = Some(e.message.clone());
-    membership.last_error_retryable = Some(i64::from(e.retryable()));
-}

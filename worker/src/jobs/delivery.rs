@@ -5,18 +5,17 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use hilt_shared::{
-    clock::{now_ms, rfc3339},
-    domain::{DeliveryStatus, MembershipStatus, Period, Platform, retry::next_delay},
+    clock::now_ms,
+    domain::Platform,
     providers::{ErrorClass, ProviderError},
-    queue::{DeliveryJob, Queue, Trigger},
-    service::{payments::record_event, support},
+    queue::{DeliveryJob, Queue},
+    service::delivery::{self, Delivered, DeliveryAttempt, no_delivery_needed},
     storage::{
-        attempts::{self, AttemptRow},
+        attempts::AttemptRow,
         jobs::{Finish, JobRow},
         memberships::{self, MembershipRow},
         products::{self, ProductRow},
     },
-    views::MembershipView,
 };
 use sqlx::AnyConnection;
 use tracing::Instrument;
@@ -77,14 +76,6 @@ impl Plan {
     }
 }
 
-/// What a successful attempt handed over.
-struct Delivered {
-    invite_url: Option<String>,
-    fallback_used: bool,
-    /// How the buyer was reached, for the attempt's response summary.
-    via: &'static str,
-}
-
 pub struct Delivery;
 
 impl Job for Delivery {
@@ -99,7 +90,7 @@ impl Job for Delivery {
             let product = products::get(&mut conn, &m.merchant_id, &m.product_id).await?;
             (m, product)
         };
-        if let Some(reason) = nothing_to_do(&membership, intent.trigger) {
+        if let Some(reason) = no_delivery_needed(&membership, intent.trigger) {
             tracing::info!(reason, "attempt not needed");
             return Ok(Outcome::done());
         }
@@ -118,7 +109,7 @@ impl Job for Delivery {
 
         // 1. Take the membership's attempt lock and write the attempt row, committed before the
         //    provider is called.
-        let ready = match attempt::prepare(ctx, job, &intent.membership_id, now, |m| nothing_to_do(m, intent.trigger)).await? {
+        let ready = match attempt::prepare(ctx, job, &intent.membership_id, now, |m| no_delivery_needed(m, intent.trigger)).await? {
             Ok(ready) => ready,
             Err(finish) => return Ok(Outcome::Finish(finish)),
         };
@@ -148,11 +139,11 @@ fn outcome(
     attempt: AttemptRow,
     result: Result<Delivered, ProviderError>,
     attempt_recorded: bool,
-) -> DeliveryOutcome {
-    DeliveryOutcome {
+) -> DeliveryAttempt {
+    DeliveryAttempt {
         job_id: job.id.clone(),
         failures: job.failures,
-        intent,
+        trigger: intent.trigger,
         attempt,
         attempt_recorded,
         result,
@@ -160,18 +151,6 @@ fn outcome(
         lease_ms: ctx.lease_ms(),
         lock_wait_ms: i64::try_from(ctx.tuning.lock_wait.as_millis()).unwrap_or(1_000),
     }
-}
-
-/// A job for a membership that needs nothing completes without calling the provider.
-fn nothing_to_do(m: &MembershipRow, trigger: Trigger) -> Option<&'static str> {
-    let access = matches!(MembershipStatus::parse(&m.status), Some(MembershipStatus::Active | MembershipStatus::Grace));
-    if !access {
-        return Some("membership has no access (expired or cancelled)");
-    }
-    if trigger != Trigger::Manual && m.delivery_status == DeliveryStatus::Delivered.as_str() {
-        return Some("already delivered");
-    }
-    None
 }
 
 /// What the attempt asks of the provider, without secrets (no tokens, links or emails).
@@ -249,178 +228,10 @@ fn invite_text(link: &str) -> String {
     format!("Thanks for your purchase! Here is your access link (single use): {link}")
 }
 
-/// What a delivery attempt writes: the attempt, the membership's delivery state, events
-/// (and their webhook fan-out), the delivery ticket on manual review; and the job's next run.
-struct DeliveryOutcome {
-    job_id: String,
-    /// The job's failed runs before this one.
-    failures: i64,
-    intent: DeliveryJob,
-    attempt: AttemptRow,
-    /// False when the attempt row is first written here (no provider call was made).
-    attempt_recorded: bool,
-    result: Result<Delivered, ProviderError>,
-    retry_schedule: Vec<Period>,
-    lease_ms: i64,
-    lock_wait_ms: i64,
-}
-
-impl Record for DeliveryOutcome {
+/// The attempt, the membership's delivery state, events and the ticket on manual review,
+/// written by the completer (see [`delivery::record_delivery`]).
+impl Record for DeliveryAttempt {
     fn record<'c>(&'c self, conn: &'c mut AnyConnection, now: i64) -> BoxFuture<'c, anyhow::Result<Finish>> {
-        Box::pin(self.write(conn, now))
-    }
-}
-
-impl DeliveryOutcome {
-    async fn write(&self, tx: &mut AnyConnection, now: i64) -> anyhow::Result<Finish> {
-        let intent = &self.intent;
-        let mut attempt = self.attempt.clone();
-        let mut m = if self.attempt_recorded {
-            let Some(m) = memberships::get_any(tx, &attempt.membership_id).await? else { return Ok(Finish::Done) };
-            m
-        } else {
-            // No provider attempt held the lock for this one: take it now and read the
-            // membership under it, so no other attempt commits between our read and our write.
-            // It is released by the membership update below.
-            let until = now + self.lease_ms;
-            let Some(m) = memberships::lock_for_attempt_and_get(tx, &attempt.membership_id, &self.job_id, now, until).await? else {
-                let exists = memberships::get_any(tx, &attempt.membership_id).await?.is_some();
-                return Ok(if exists { Finish::RetryAt { at: now + self.lock_wait_ms, error: None, failed: false } } else { Finish::Done });
-            };
-            if let Some(reason) = nothing_to_do(&m, intent.trigger) {
-                // Another job delivered it meanwhile: nothing to record.
-                tracing::info!(reason, "attempt not needed");
-                memberships::unlock(tx, &m.id, &self.job_id).await?;
-                return Ok(Finish::Done);
-            }
-            if self.result.is_err() {
-                // A failure's ticket summary names this attempt's number before it is written.
-                attempt.number = attempts::max_number(tx, &m.id).await? + 1;
-            }
-            m
-        };
-        let was_in_review = m.delivery_status == DeliveryStatus::ManualReview.as_str();
-        attempt.finished_at = Some(now);
-        m.delivery_attempts += 1;
-        m.last_attempt_at = Some(now);
-        m.updated_at = now;
-
-        let mut delivered_note = None;
-        let (finish, events): (Finish, Vec<&str>) = match &self.result {
-            Ok(delivered) => {
-                attempt.outcome = Some("succeeded".into());
-                attempt.response_summary = Some(format!("delivered via {}", delivered.via));
-                m.delivery_status = DeliveryStatus::Delivered.as_str().into();
-                m.last_error_code = None;
-                m.last_error_message = None;
-                m.last_error_retryable = None;
-                m.next_retry_at = None;
-                m.invite_url = delivered.invite_url.clone().or(m.invite_url);
-                m.fallback_used = i64::from(delivered.fallback_used);
-                m.delivered_at = Some(now);
-                if let Some(ticket) = m.support_ticket_id.clone().filter(|_| was_in_review || intent.trigger == Trigger::Manual) {
-                    delivered_note = Some((ticket, delivered.via));
-                }
-                (Finish::Done, vec!["delivery.succeeded"])
-            }
-            Err(e) => {
-                attempt::record_failure(&mut attempt, &mut m, e);
-                let failures = usize::try_from(self.failures + 1).unwrap_or(usize::MAX);
-                // A manual push from manual review is one try: failing leaves it in review.
-                let stays_in_review = was_in_review && intent.trigger == Trigger::Manual;
-                let delay = if e.retryable() && !stays_in_review {
-                    next_delay(&self.retry_schedule, failures, e.retry_after)
-                } else {
-                    None
-                };
-                match delay {
-                    Some(delay) => {
-                        let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                        m.delivery_status = DeliveryStatus::Failed.as_str().into();
-                        m.next_retry_at = Some(at);
-                        tracing::warn!(error.code = %e.code, class = e.class.as_str(), retry_at = %rfc3339(at), "delivery failed; retry scheduled");
-                        (Finish::RetryAt { at, error: Some(e.code.clone()), failed: true }, vec!["delivery.failed"])
-                    }
-                    None => {
-                        m.delivery_status = DeliveryStatus::ManualReview.as_str().into();
-                        m.next_retry_at = None;
-                        tracing::warn!(error.code = %e.code, class = e.class.as_str(), "delivery moved to manual review");
-                        let summary = review_summary(tx, &m, &attempt, e).await?;
-                        let (ticket, _) =
-                            support::open_or_reuse_delivery_ticket(tx, &m, "Delivery needs attention", &summary, now).await?;
-                        m.support_ticket_id = Some(ticket);
-                        let mut events = vec!["delivery.failed"];
-                        if !was_in_review {
-                            events.push("delivery.manual_review");
-                        }
-                        (Finish::Dead { error: e.code.clone() }, events)
-                    }
-                }
-            }
-        };
-
-        memberships::update_delivery(tx, &m).await?;
-        if self.attempt_recorded {
-            attempts::finish(tx, &attempt).await?;
-        } else {
-            attempt.number = attempts::insert_finished(tx, &attempt).await?;
-        }
-        if let Some((ticket, via)) = delivered_note {
-            let note = format!("Delivered on attempt #{} ({} trigger, via {via}).", attempt.number, attempt.trigger_kind);
-            support::add_system_message(tx, &ticket, &note, now).await?;
-        }
-        let data = serde_json::to_value(MembershipView::from(&m))?;
-        for kind in events {
-            record_event(tx, &m.merchant_id, kind, Some(&m.id), attempt.payment_id.as_deref(), data.clone(), now).await?;
-        }
-        Ok(finish)
-    }
-}
-
-/// The system message on the delivery ticket: what was tried, what failed, what to do next.
-async fn review_summary(
-    tx: &mut sqlx::AnyConnection,
-    m: &MembershipRow,
-    current: &AttemptRow,
-    error: &ProviderError,
-) -> anyhow::Result<String> {
-    let history = attempts::list_for_membership(tx, &m.id).await?;
-    // The current attempt may not be written yet (no provider call to record it before).
-    let tried = history.iter().filter(|a| a.id != current.id).count() + 1;
-    let mut lines = vec![format!(
-        "Automated delivery stopped after {tried} attempt(s). Last error: {} — {} ({}).",
-        error.code,
-        error.message,
-        error.class.as_str()
-    )];
-    for a in history.iter().filter(|a| a.id != current.id).chain(std::iter::once(current)) {
-        lines.push(format!(
-            "#{} {} {} via {}: {}",
-            a.number,
-            rfc3339(a.started_at),
-            a.trigger_kind,
-            a.provider,
-            match (&a.outcome, &a.error_code) {
-                (Some(o), Some(code)) => format!("{o} ({code})"),
-                (Some(o), None) => o.clone(),
-                (None, _) => "unfinished".into(),
-            }
-        ));
-    }
-    lines.push(next_step(error).into());
-    Ok(lines.join("\n"))
-}
-
-fn next_step(error: &ProviderError) -> &'static str {
-    match (error.class, error.code.as_str()) {
-        (_, "user_blocked_bot" | "user_not_started_bot") => {
-            "Next step: ask the buyer to start (or unblock) the bot, then retry delivery."
-        }
-        (_, "member_not_in_guild" | "invalid_oauth_token") => {
-            "Next step: ask the buyer to join the server or re-authorise, then retry delivery."
-        }
-        (_, "identity_missing" | "identity_invalid" | "unknown_user" | "user_deactivated") => "Next step: add the buyer's platform id to the membership, then retry delivery.",
-        (ErrorClass::Configuration, _) => "Next step: fix the bot's access or rights (see delivery diagnostics), then retry delivery.",
-        _ => "Next step: check delivery diagnostics, then retry delivery.",
+        Box::pin(async move { Ok(delivery::record_delivery(conn, now, self).await?) })
     }
 }

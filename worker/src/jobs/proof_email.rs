@@ -19,7 +19,7 @@ use hilt_shared::{
     domain::retry::next_delay,
     providers::ProviderError,
     queue::{ProofEmailJob, Queue},
-    service::proof_emails::compose,
+    service::proof_emails::{ProofEmailSend, compose, record_send},
     storage::{
         jobs::{Finish, JobRow},
         proof_emails::{self, ProofEmailRow},
@@ -110,23 +110,11 @@ async fn run(ctx: &JobContext, job: &JobRow, intent: ProofEmailJob) -> anyhow::R
     Ok(Outcome::record(outcome(ctx, claimed, result)))
 }
 
-/// What a send writes: the request's outcome (a fact even if the job's lease was lost, so
-/// whichever run holds the job now finds the request finished and sends nothing).
-struct ProofEmailOutcome {
-    row: ProofEmailRow,
-    attempt: i64,
-    finish: Finish,
-}
-
-impl Record for ProofEmailOutcome {
+/// The request's outcome, written by the completer (see [`record_send`]); it
+/// stands even when the job's lease was lost.
+impl Record for ProofEmailSend {
     fn record<'c>(&'c self, conn: &'c mut AnyConnection, now: i64) -> BoxFuture<'c, anyhow::Result<Finish>> {
-        Box::pin(async move {
-            let row = ProofEmailRow { updated_at: now, ..self.row.clone() };
-            if !proof_emails::finish_attempt(conn, &row, self.attempt).await? {
-                tracing::warn!(proof_email.id = %row.id, attempt = self.attempt, "proof email claim was no longer current; outcome not recorded");
-            }
-            Ok(self.finish.clone())
-        })
+        Box::pin(async move { Ok(record_send(conn, now, self).await?) })
     }
 
     fn keep_when_lease_lost(&self) -> bool {
@@ -134,7 +122,7 @@ impl Record for ProofEmailOutcome {
     }
 }
 
-fn outcome(ctx: &JobContext, claimed: ProofEmailRow, result: Result<(), ProviderError>) -> ProofEmailOutcome {
+fn outcome(ctx: &JobContext, claimed: ProofEmailRow, result: Result<(), ProviderError>) -> ProofEmailSend {
     let now = now_ms();
     let attempt = claimed.attempts;
     let mut row = ProofEmailRow { sending_until: None, updated_at: now, ..claimed };
@@ -170,5 +158,5 @@ fn outcome(ctx: &JobContext, claimed: ProofEmailRow, result: Result<(), Provider
             }
         }
     };
-    ProofEmailOutcome { row, attempt, finish }
+    ProofEmailSend { row, attempt, finish }
 }

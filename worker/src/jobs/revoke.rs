@@ -9,14 +9,13 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use hilt_shared::{
     clock::now_ms,
-    domain::{DeliveryStatus, MembershipStatus, Period, Platform, retry::next_delay},
+    domain::{DeliveryStatus, MembershipStatus, Platform},
     providers::ProviderError,
-    queue::{self, DeliveryJob, Queue, RevokeJob, Trigger},
-    service::{payments::record_event, support},
+    queue::{Queue, RevokeJob, Trigger},
+    service::delivery::{self, RevokeAttempt},
     storage::{
-        attempts::{self, AttemptRow},
-        jobs::{self, Finish, JobRow},
-        memberships::{self, MembershipRow},
+        jobs::{Finish, JobRow},
+        memberships::MembershipRow,
         products::ProductRow,
     },
 };
@@ -106,7 +105,7 @@ impl Job for Revoke {
         if let Err(e) = &result {
             ctx.auth_breaker.record(plan.provider(), e.http_status);
         }
-        Ok(Outcome::record(RevokeOutcome { failures: job.failures, attempt, result, retry_schedule: ctx.tuning.retry_schedule.clone() }))
+        Ok(Outcome::record(RevokeAttempt { failures: job.failures, attempt, result, retry_schedule: ctx.tuning.retry_schedule.clone() }))
     }
 }
 
@@ -141,104 +140,10 @@ async fn remove(ctx: &JobContext, plan: &Plan) -> Result<String, ProviderError> 
     }
 }
 
-/// What a removal attempt writes: the attempt, the membership (revoked, or delivering again
-/// when it was renewed meanwhile), the event or the ticket; and the job's next run.
-struct RevokeOutcome {
-    /// The job's failed runs before this one.
-    failures: i64,
-    attempt: AttemptRow,
-    result: Result<String, ProviderError>,
-    retry_schedule: Vec<Period>,
-}
-
-impl Record for RevokeOutcome {
+/// The attempt, the membership (revoked, or delivering again when renewed meanwhile), the
+/// event or the ticket, written by the completer (see [`delivery::record_revoke`]).
+impl Record for RevokeAttempt {
     fn record<'c>(&'c self, conn: &'c mut AnyConnection, now: i64) -> BoxFuture<'c, anyhow::Result<Finish>> {
-        Box::pin(self.write(conn, now))
-    }
-}
-
-impl RevokeOutcome {
-    async fn write(&self, tx: &mut AnyConnection, now: i64) -> anyhow::Result<Finish> {
-    let mut attempt = self.attempt.clone();
-    let Some(mut m) = memberships::get_any(tx, &attempt.membership_id).await? else {
-        return Ok(Finish::Done);
-    };
-    attempt.finished_at = Some(now);
-    m.delivery_attempts += 1;
-    m.last_attempt_at = Some(now);
-    m.updated_at = now;
-    let renewed_meanwhile =
-        matches!(MembershipStatus::parse(&m.status), Some(MembershipStatus::Active | MembershipStatus::Grace));
-
-    // Written after the membership row, whose update orders this membership's events.
-    let mut revoked_event = None;
-    let finish = match &self.result {
-        Ok(summary) => {
-            attempt.outcome = Some("succeeded".into());
-            attempt.response_summary = Some(summary.clone());
-            m.last_error_code = None;
-            m.last_error_message = None;
-            m.last_error_retryable = None;
-            m.next_retry_at = None;
-            if renewed_meanwhile {
-                // Paid again while the removal was in flight: hand access over again.
-                tracing::warn!("membership renewed during the removal; delivering again");
-                m.delivery_status = DeliveryStatus::Pending.as_str().into();
-                if !jobs::has_live(tx, &m.id, Queue::Delivery.as_str()).await? {
-                    let job = DeliveryJob { membership_id: m.id.clone(), payment_id: Some(m.last_payment_id.clone()), trigger: Trigger::Renewal };
-                    queue::enqueue_delivery(tx, &m.merchant_id, &job, now).await?;
-                }
-            } else {
-                m.delivery_status = DeliveryStatus::Revoked.as_str().into();
-                let data = serde_json::json!({
-                    "membership_id": m.id,
-                    "provider": attempt.provider,
-                    "attempt_id": attempt.id,
-                });
-                revoked_event = Some(data);
-            }
-            Finish::Done
-        }
-        Err(e) => {
-            attempt::record_failure(&mut attempt, &mut m, e);
-            let failures = usize::try_from(self.failures + 1).unwrap_or(usize::MAX);
-            let delay = if e.retryable() && !renewed_meanwhile {
-                next_delay(&self.retry_schedule, failures, e.retry_after)
-            } else {
-                None
-            };
-            match delay {
-                Some(delay) => {
-                    let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                    m.next_retry_at = Some(at);
-                    tracing::warn!(error.code = %e.code, "access removal failed; retry scheduled");
-                    Finish::RetryAt { at, error: Some(e.code.clone()), failed: true }
-                }
-                None if renewed_meanwhile => Finish::Done,
-                None => {
-                    // Removal is stuck: a person has to take the buyer out by hand.
-                    m.next_retry_at = None;
-                    tracing::warn!(error.code = %e.code, "access removal stopped; support ticket opened");
-                    let note = format!(
-                        "Access expired but could not be removed after {failures} attempt(s). Last error: {} — {} ({}). \
-                         Next step: remove the buyer by hand (or fix the bot's rights and contact support).",
-                        e.code,
-                        e.message,
-                        e.class.as_str()
-                    );
-                    let (ticket, _) = support::open_or_reuse_delivery_ticket(tx, &m, "Access removal needs attention", &note, now).await?;
-                    m.support_ticket_id = Some(ticket);
-                    Finish::Dead { error: e.code.clone() }
-                }
-            }
-        }
-    };
-
-    attempts::finish(tx, &attempt).await?;
-    memberships::update_delivery(tx, &m).await?;
-    if let Some(data) = revoked_event {
-        record_event(tx, &m.merchant_id, "membership.revoked", Some(&m.id), None, data, now).await?;
-    }
-    Ok(finish)
+        Box::pin(async move { Ok(delivery::record_revoke(conn, now, self).await?) })
     }
 }

@@ -11,10 +11,11 @@ use hilt_shared::{
     domain::{WebhookDeliveryId, retry::next_delay, webhook::signature_header},
     providers::webhook::{self, Signed},
     queue::{Queue, WebhookJob},
+    service::webhooks::{self, WebhookAttempt},
     storage::{
         events::{self, EventRow},
         jobs::{Finish, JobRow},
-        webhook_deliveries::{self, DeliveryRow},
+        webhook_deliveries::DeliveryRow,
         webhook_endpoints::{self, EndpointRow},
     },
 };
@@ -138,27 +139,13 @@ async fn send(ctx: &JobContext, job: &JobRow, intent: &WebhookJob, endpoint: &En
         started_at,
         finished_at: now,
     };
-    Ok(Outcome::record(WebhookOutcome { row, gone, finish }))
+    Ok(Outcome::record(WebhookAttempt { row, gone, finish }))
 }
 
-/// What a webhook attempt writes: its row in the deliveries log, the endpoint disabled on 410.
-struct WebhookOutcome {
-    row: DeliveryRow,
-    gone: bool,
-    finish: Finish,
-}
-
-impl Record for WebhookOutcome {
+/// The attempt's row in the deliveries log and the endpoint disabled on 410, written by the
+/// completer (see [`webhooks::record_attempt`]).
+impl Record for WebhookAttempt {
     fn record<'c>(&'c self, conn: &'c mut AnyConnection, now: i64) -> BoxFuture<'c, anyhow::Result<Finish>> {
-        Box::pin(async move {
-            let mut row = self.row.clone();
-            row.attempt = webhook_deliveries::next_attempt(conn, &row.endpoint_id, &row.event_id).await?;
-            webhook_deliveries::insert(conn, &row).await?;
-            if self.gone {
-                tracing::warn!(endpoint.id = %row.endpoint_id, "endpoint answered 410 Gone; disabling it");
-                webhook_endpoints::disable(conn, &row.endpoint_id, "gone", now).await?;
-            }
-            Ok(self.finish.clone())
-        })
+        Box::pin(async move { Ok(webhooks::record_attempt(conn, now, self).await?) })
     }
 }
