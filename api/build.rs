@@ -1,10 +1,14 @@
 //! Tests that need PostgreSQL are compiled as ignored (reported as skipped, never as passed)
-//! unless `HILT_TEST_DATABASE_URL` is set when they are built.
+//! unless `HILT_TEST_DATABASE_URL` is set when they are built; the PgBouncer test also needs
+//! `HILT_TEST_PGBOUNCER_URL`.
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(hilt_test_postgres)");
-    println!("cargo::rerun-if-env-changed=HILT_TEST_DATABASE_URL");
-    if std::env::var("HILT_TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty()) {
-        println!("cargo::rustc-cfg=hilt_test_postgres");
+    // PostgreSQL tests, and the one that also needs a PgBouncer in front of it.
+    for (cfg, var) in [("hilt_test_postgres", "HILT_TEST_DATABASE_URL"), ("hilt_test_pgbouncer", "HILT_TEST_PGBOUNCER_URL")] {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+        println!("cargo::rerun-if-env-changed={var}");
+        if std::env::var(var).is_ok_and(|url| !url.is_empty()) && std::env::var("HILT_TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty()) {
+            println!("cargo::rustc-cfg={cfg}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Process-level behaviour, tested with processes: the `hilt` binary's start-up checks, and a
 //! scaled-out deployment on PostgreSQL (`hilt api` + `hilt worker`s) that loses a worker to
 //! SIGKILL mid-burst or mid-batch without losing a delivery, recovers its jobs within 10 s, and
-//! stays inside its connection budget with 2 APIs and 8 workers.
+//! stays inside its connection budget with 2 APIs and 8 workers, and works through PgBouncer.
 
 mod common;
 
@@ -252,6 +252,8 @@ async fn a_worker_killed_mid_burst_loses_no_delivery() {
 /// started from the same settings, and an admin/merchant client of the first API.
 struct Deployment {
     database: String,
+    /// The same database through a transaction-mode pooler, when the processes use one.
+    pooled: Option<String>,
     dir: tempfile::TempDir,
     api_port: u16,
     processes: Vec<Killed>,
@@ -269,6 +271,7 @@ impl Deployment {
         let this = Self {
             db,
             database,
+            pooled: None,
             dir,
             api_port: free_port(),
             processes: Vec::new(),
@@ -280,13 +283,18 @@ impl Deployment {
 
     /// The environment of one process; `name` becomes its PostgreSQL `application_name`.
     fn env(&self, name: &str, port: u16) -> Vec<(&'static str, String)> {
+        let database = self.pooled.as_ref().unwrap_or(&self.database);
         vec![
-            ("DATABASE_URL", format!("{}?application_name={name}", self.database)),
+            ("DATABASE_URL", format!("{database}?application_name={name}")),
+            ("HILT_WAKE_DATABASE_URL", format!("{}?application_name={name}-wake", self.database)),
             ("HILT_LISTEN", format!("127.0.0.1:{port}")),
             ("HILT_ADMIN_TOKEN", ADMIN.to_owned()),
             ("HILT_OUTBOX_DIR", self.dir.path().join("outbox").display().to_string()),
             ("HILT_RECEIPT_KEY_FILE", self.dir.path().join("key").display().to_string()),
             ("HILT_LOG_FORMAT", "json".to_owned()),
+            // Migrations take a session-level advisory lock, which a transaction-mode pooler
+            // cannot keep: they are applied directly, by `hilt migrate` in `new`.
+            ("HILT_SKIP_MIGRATIONS", self.pooled.is_some().to_string()),
         ]
     }
 
@@ -495,4 +503,32 @@ fn postgres_connections_of(pids: &[u32]) -> Vec<usize> {
     let out = Command::new("ss").args(["-tnpH", "state", "established", "( dport = :5432 )"]).output().expect("ss");
     let text = String::from_utf8_lossy(&out.stdout);
     pids.iter().map(|pid| text.lines().filter(|l| l.contains(&format!("pid={pid},"))).count()).collect()
+}
+
+/// Behind PgBouncer in transaction mode (`max_prepared_statements` set, PgBouncer 1.21 or
+/// later), with each worker's wake listener on PostgreSQL itself: every payment is delivered
+/// once and no process meets a protocol error. Needs `HILT_TEST_PGBOUNCER_URL`
+/// (`postgres://user@host:port`, a pooler in front of `HILT_TEST_DATABASE_URL`'s server that
+/// routes any database name) when the tests are built; skipped otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(hilt_test_pgbouncer), ignore = "needs HILT_TEST_PGBOUNCER_URL")]
+async fn a_deployment_behind_pgbouncer_in_transaction_mode_delivers_everything_once() {
+    const N: usize = 1_000;
+    let pooler = std::env::var("HILT_TEST_PGBOUNCER_URL").expect("HILT_TEST_PGBOUNCER_URL");
+    let mut d = Deployment::new().await;
+    let (_, name) = d.database.rsplit_once('/').expect("database name");
+    d.pooled = Some(format!("{}/{name}", pooler.trim_end_matches('/')));
+    let api_port = d.api_port;
+    d.start("api", "hilt-api", api_port);
+    for i in 0..2 {
+        d.start("worker", &format!("hilt-worker-{i}"), free_port());
+    }
+    d.wait_healthy(api_port).await;
+    let (key, product) = d.merchant_with_link_product().await;
+    d.pay(&[api_port], &key, &product, N).await;
+    d.wait_all_delivered(N as i64, Duration::from_secs(120)).await;
+    d.each_delivered_once(N as i64).await;
+    let logs = d.logs();
+    let errors: Vec<&str> = logs.lines().filter(|l| l.contains("\"level\":\"ERROR\"") || l.contains("\"level\":\"WARN\"")).take(5).collect();
+    assert!(errors.is_empty(), "warnings or errors behind the pooler: {errors:#?}");
 }

@@ -8,12 +8,20 @@ use crate::domain::{Period, duration::parse_list};
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
     /// `sqlite://…` (embedded default) or `postgres://…` (scaled out).
-    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", default_value = "sqlite://hilt.db", value_parser = parse_database_url)]
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", default_value = "sqlite://hilt.db", hide_env_values = true, value_parser = parse_database_url)]
     pub database_url: String,
+
+    /// PostgreSQL for the wake listener's one session connection (`LISTEN hilt_jobs`) in
+    /// processes that run workers; `DATABASE_URL` when absent. Point it at PostgreSQL itself
+    /// when `DATABASE_URL` goes through a transaction-mode pooler (PgBouncer): `LISTEN` through
+    /// one subscribes a pooled server connection, whose notifications then reach other clients
+    /// and break their queries.
+    #[arg(long, env = "HILT_WAKE_DATABASE_URL", value_name = "HILT_WAKE_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
+    pub wake_database_url: Option<String>,
 
     /// The deployment's Redis. Accepted for SPEC §10; the job engine claims jobs from the
     /// database and does not use it (`docs/JOBS.md`).
-    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", value_parser = parse_redis_url)]
+    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true, value_parser = parse_redis_url)]
     pub redis_url: Option<String>,
 
     #[arg(long = "listen", env = "HILT_LISTEN", value_name = "HILT_LISTEN", default_value = "127.0.0.1:8080")]

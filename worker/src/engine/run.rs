@@ -52,7 +52,8 @@ pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> +
         tokio::spawn(crate::renewal::run_loop(ctx.clone(), rest.clone())),
     ];
     if ctx.db.backend() == Backend::Postgres {
-        background.push(tokio::spawn(listen::listen_loop(ctx.config.database_url.clone(), rest.clone())));
+        let url = ctx.config.wake_database_url.clone().unwrap_or_else(|| ctx.config.database_url.clone());
+        background.push(tokio::spawn(listen::listen_loop(url, rest.clone())));
     }
 
     let runtime = Runtime { ctx: ctx.clone(), completer };
