@@ -119,8 +119,6 @@ pub struct DeliveryAttempt {
     pub attempt_recorded: bool,
     pub result: Result<Delivered, ProviderError>,
     pub retry_schedule: Vec<Period>,
-    /// How long the membership's attempt lock is taken for, in milliseconds.
-    pub lease_ms: i64,
     /// How long to wait when another attempt holds the lock, in milliseconds.
     pub lock_wait_ms: i64,
 }
@@ -135,11 +133,9 @@ pub async fn record_delivery(tx: &mut AnyConnection, now: i64, input: &DeliveryA
         let Some(m) = memberships::get_any(tx, &attempt.membership_id).await? else { return Ok(Finish::Done) };
         m
     } else {
-        // No provider attempt held the lock for this one: take it now and read the
-        // membership under it, so no other attempt commits between our read and our write.
-        // It is released by the membership update below.
-        let until = now + input.lease_ms;
-        let Some(m) = memberships::lock_for_attempt_and_get(tx, &attempt.membership_id, &input.job_id, now, until).await? else {
+        // No provider attempt held the lock for this one: read the membership under a row
+        // lock, so no other attempt commits between our read and our write.
+        let Some(m) = memberships::get_for_attempt(tx, &attempt.membership_id, &input.job_id, now).await? else {
             let exists = memberships::get_any(tx, &attempt.membership_id).await?.is_some();
             return Ok(if exists { Finish::RetryAt { at: now + input.lock_wait_ms, error: None, failed: false } } else { Finish::Done });
         };

@@ -173,21 +173,23 @@ pub async fn claim_one(conn: &mut AnyConnection, id: &str, worker_id: &str, now:
     .await
 }
 
-/// Extends the leases of the jobs `ids` this worker still holds, and the attempt locks of their
-/// memberships with them (so a lock never ends before its lease): two statements per batch of
-/// ids. On PostgreSQL rows a completer is finishing right now are skipped, not waited for (they
-/// are about to be released; waiting could deadlock with the completer).
-pub async fn renew_leases(conn: &mut AnyConnection, worker_id: &str, ids: &[&str], until: i64) -> Result<u64, sqlx::Error> {
+/// Extends to `until` the leases of the jobs `ids` this worker still holds that end before
+/// `due` (unix ms; a lease taken moments ago is left alone, which spares a row write per job in
+/// a fast-draining backlog), and the attempt locks of their memberships with them (so a lock
+/// never ends before its lease): two statements per batch of ids. On PostgreSQL rows a
+/// completer is finishing right now are skipped, not waited for (they are about to be released;
+/// waiting could deadlock with the completer).
+pub async fn renew_leases(conn: &mut AnyConnection, worker_id: &str, ids: &[&str], until: i64, due: i64) -> Result<u64, sqlx::Error> {
     if ids.is_empty() {
         return Ok(0);
     }
     let ids = json_list(ids);
-    let held = format!("SELECT id FROM jobs WHERE {} AND locked_by = $2", in_list(conn, "id", 3));
+    let held = format!("SELECT id FROM jobs WHERE {} AND locked_by = $2 AND locked_until < $4", in_list(conn, "id", 3));
     let sql = format!("UPDATE jobs SET locked_until = $1 WHERE {}", locked_subquery(conn, &held));
-    let renewed = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(until).bind(worker_id).bind(&ids).execute(&mut *conn).await?.rows_affected();
-    let locks = format!("SELECT id FROM memberships WHERE {}", in_list(conn, "attempt_lock_job", 2));
+    let renewed = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(until).bind(worker_id).bind(&ids).bind(due).execute(&mut *conn).await?.rows_affected();
+    let locks = format!("SELECT id FROM memberships WHERE {} AND attempt_lock_until < $3", in_list(conn, "attempt_lock_job", 2));
     let sql = format!("UPDATE memberships SET attempt_lock_until = $1 WHERE {}", locked_subquery(conn, &locks));
-    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(until).bind(&ids).execute(conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(until).bind(&ids).bind(due).execute(conn).await?;
     Ok(renewed)
 }
 

@@ -155,17 +155,20 @@ pub async fn lock_for_attempt(conn: &mut AnyConnection, id: &str, job_id: &str, 
     Ok(done.rows_affected() == 1)
 }
 
-/// `lock_for_attempt` that also returns the membership as it is under the lock (one statement);
-/// None when another job's attempt holds the lock, or there is no such membership.
-pub async fn lock_for_attempt_and_get(conn: &mut AnyConnection, id: &str, job_id: &str, now: i64, until: i64) -> Result<Option<MembershipRow>, sqlx::Error> {
+/// The membership, locked until the caller's transaction ends (PostgreSQL `FOR UPDATE`; a
+/// SQLite write transaction already excludes every other writer), when no other job's attempt
+/// holds its attempt lock; None when one does, or there is no such membership. For an attempt
+/// written whole in one transaction: the row lock serialises it against other attempts without
+/// writing the attempt lock, which the membership update would clear again at once.
+pub async fn get_for_attempt(conn: &mut AnyConnection, id: &str, job_id: &str, now: i64) -> Result<Option<MembershipRow>, sqlx::Error> {
+    let for_update = if super::is_postgres(conn) { " FOR UPDATE" } else { "" };
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE memberships SET attempt_lock_job = $1, attempt_lock_until = $2 WHERE id = $3 \
-         AND (attempt_lock_job IS NULL OR attempt_lock_until < $4 OR attempt_lock_job = $1) RETURNING {COLUMNS}"
+        "SELECT {COLUMNS} FROM memberships WHERE id = $1 \
+         AND (attempt_lock_job IS NULL OR attempt_lock_until < $2 OR attempt_lock_job = $3){for_update}"
     )))
-    .bind(job_id)
-    .bind(until)
     .bind(id)
     .bind(now)
+    .bind(job_id)
     .fetch_optional(conn)
     .await
 }

@@ -1,5 +1,6 @@
-//! Upkeep, every third of the lease: the leases of the jobs this worker holds are renewed (and
-//! the membership attempt locks with them) in two statements, and the worker's heartbeat.
+//! Upkeep, every third of the lease: the leases of the jobs this worker holds are renewed once
+//! a third of them has passed (and the membership attempt locks with them) in two statements,
+//! and the worker's heartbeat.
 
 use std::sync::Arc;
 
@@ -26,10 +27,13 @@ pub async fn upkeep_loop(ctx: Arc<JobContext>, mut stop: watch::Receiver<bool>) 
 async fn tick(ctx: &JobContext) -> Result<(), sqlx::Error> {
     let mut conn = ctx.db.conn().await?;
     let now = now_ms();
+    // Leases with more than two ticks left wait for the next tick: one tick late, they still
+    // have a third of a lease to spare.
+    let due = now + ctx.lease_ms() * 2 / 3;
     let held = ctx.held.ids();
     for chunk in held.chunks(512) {
         let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        jobs::renew_leases(&mut conn, &ctx.worker_id, &ids, now + ctx.lease_ms()).await?;
+        jobs::renew_leases(&mut conn, &ctx.worker_id, &ids, now + ctx.lease_ms(), due).await?;
     }
     workers::heartbeat(&mut conn, &ctx.worker_id, now).await?;
     Ok(())

@@ -148,7 +148,6 @@ fn outcome(
         attempt_recorded,
         result,
         retry_schedule: ctx.tuning.retry_schedule.clone(),
-        lease_ms: ctx.lease_ms(),
         lock_wait_ms: i64::try_from(ctx.tuning.lock_wait.as_millis()).unwrap_or(1_000),
     }
 }
