@@ -22,9 +22,10 @@ pub struct Tuning {
     pub owed_scan_every: Duration,
     /// The queues this worker runs.
     pub queues: Vec<Queue>,
-    /// Jobs a queue's fetchers may claim beyond what is running, in multiples of the worker's
-    /// concurrency: larger batches are cheaper per job, smaller ones leave more of a backlog to
-    /// other workers (jobs claimed here wait here).
+    /// Most jobs a queue's fetchers may claim beyond what is running, in multiples of the
+    /// worker's concurrency; within it the window follows the queue's pace (`engine::fetch`):
+    /// larger batches are cheaper per job, smaller ones leave more of a backlog to other
+    /// workers (jobs claimed here wait here).
     pub claim_ahead: usize,
     /// Completer transactions in flight at once (each holds a connection while it commits).
     pub completer_lanes: usize,
@@ -50,7 +51,7 @@ impl Tuning {
             sweep_every: Duration::from_secs(1),
             owed_scan_every: Duration::from_secs(30),
             queues: [Queue::Delivery, Queue::Revoke, Queue::ProofEmail, Queue::Webhook].to_vec(),
-            claim_ahead: 8,
+            claim_ahead: 16,
             completer_lanes: 2,
             lock_wait: Duration::from_secs(1),
             auth_failure_burst: 20,

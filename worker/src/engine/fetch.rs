@@ -2,8 +2,12 @@
 //! hand them to the apalis worker through [`ClaimedJobs`], a project-owned apalis backend.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use apalis::prelude::{Backend, Task, WorkerContext};
@@ -26,25 +30,85 @@ use crate::JobContext;
 /// frees its place in the [`Window`].
 pub struct ClaimedJobs {
     rx: mpsc::UnboundedReceiver<(JobRow, OwnedSemaphorePermit)>,
+    started: Arc<AtomicU64>,
 }
 
-/// Jobs claimed but not yet started, bounded: each holds a permit from the claim until apalis
-/// takes it (claimed jobs hold a lease while they wait, so the bound keeps them few).
+/// How far ahead a worker claims: about this long of its recent pace.
+const CLAIM_AHEAD_TIME: Duration = Duration::from_millis(100);
+
+/// Jobs claimed but not yet started, bounded: each holds a permit from its claim until apalis
+/// takes it. The bound follows the queue's pace — about [`CLAIM_AHEAD_TIME`] of work, between
+/// the concurrency and `max` — so short jobs are claimed in large batches (a claim costs a
+/// round trip) while slow ones (provider calls) are claimed a few at a time and a backlog is
+/// shared among the workers rather than waiting behind one.
 #[derive(Clone)]
 pub struct Window {
     room: Arc<Semaphore>,
-    /// The smallest claim worth a statement while jobs are still waiting.
-    min_claim: usize,
+    /// Permits the window holds now, waiting jobs included: between `min` and `max`.
+    size: Arc<Mutex<usize>>,
+    min: usize,
+    max: usize,
+    /// Jobs handed to apalis so far: the pace the window follows.
+    started: Arc<AtomicU64>,
     tx: mpsc::UnboundedSender<(JobRow, OwnedSemaphorePermit)>,
 }
 
 impl ClaimedJobs {
-    /// The backend and the window its fetchers fill: `size` jobs claimed ahead of a free slot,
-    /// claims of at least `min_claim` while the worker still has jobs waiting.
-    pub fn channel(size: usize, min_claim: usize) -> (Window, Self) {
+    /// The backend and the window its fetchers fill, `min` to `max` jobs claimed ahead of a
+    /// free slot (`min` is also the smallest claim worth a statement while jobs are waiting).
+    pub fn channel(min: usize, max: usize) -> (Window, Self) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let size = size.max(1);
-        (Window { room: Arc::new(Semaphore::new(size)), min_claim: min_claim.clamp(1, size), tx }, Self { rx })
+        let min = min.max(1);
+        let max = max.max(min);
+        let started = Arc::new(AtomicU64::new(0));
+        let window =
+            Window { room: Arc::new(Semaphore::new(min)), size: Arc::new(Mutex::new(min)), min, max, started: started.clone(), tx };
+        (window, Self { rx, started })
+    }
+}
+
+impl Window {
+    /// Grows or shrinks the window to `jobs`, within its bounds. Permits held by waiting jobs
+    /// cannot be taken back: the window shrinks by them as they return.
+    fn resize(&self, jobs: usize) {
+        let jobs = jobs.clamp(self.min, self.max);
+        let Ok(mut size) = self.size.lock() else { return };
+        if jobs > *size {
+            self.room.add_permits(jobs - *size);
+            *size = jobs;
+        } else if jobs < *size {
+            *size -= self.room.forget_permits(*size - jobs);
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.size.lock().map(|s| *s).unwrap_or(self.min)
+    }
+}
+
+/// A fetcher's estimate of how many jobs per second the worker starts: it follows a rising
+/// pace at once (a backlog arriving) and a falling one over about a second. Measured over at
+/// least 20 ms, so the concurrency slots filling at once is not read as a pace.
+struct Pace {
+    at: Instant,
+    started: u64,
+    per_sec: f64,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Self { at: Instant::now(), started: 0, per_sec: 0.0 }
+    }
+
+    /// The jobs to keep claimed ahead, given the window's count of started jobs.
+    fn ahead(&mut self, started: u64) -> usize {
+        let elapsed = self.at.elapsed().as_secs_f64();
+        if elapsed >= 0.02 {
+            let recent = started.saturating_sub(self.started) as f64 / elapsed;
+            self.per_sec = recent.max(self.per_sec * (-elapsed).exp());
+            (self.at, self.started) = (Instant::now(), started);
+        }
+        (self.per_sec * CLAIM_AHEAD_TIME.as_secs_f64()) as usize
     }
 }
 
@@ -58,7 +122,12 @@ impl Backend for ClaimedJobs {
 
     fn poll_next(&mut self, cx: &mut Context<'_>, _: &WorkerContext) -> Poll<Option<Result<Self::Task, Self::Error>>> {
         // The permit drops here: the job has left the window for a concurrency slot.
-        self.rx.poll_recv(cx).map(|job| job.map(|(job, _permit)| Ok(Task::new(job))))
+        self.rx.poll_recv(cx).map(|job| {
+            job.map(|(job, _permit)| {
+                self.started.fetch_add(1, Ordering::Relaxed);
+                Ok(Task::new(job))
+            })
+        })
     }
 
     fn poll_close(&mut self, _: &mut Context<'_>, _: &WorkerContext) -> Poll<Result<(), Self::Error>> {
@@ -92,15 +161,16 @@ pub const FETCHERS_PER_QUEUE: usize = 2;
 /// a wake that was missed), whichever comes first.
 pub async fn fetch_loop(ctx: Arc<JobContext>, queue: Queue, window: Window, mut stop: watch::Receiver<bool>) {
     let waker = wake::waker(queue);
-    let size = window.room.available_permits();
+    let mut pace = Pace::new();
     loop {
+        window.resize(pace.ahead(window.started.load(Ordering::Relaxed)));
         // Listen before looking, so a job committed during the claim still wakes us.
         let notified = waker.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
 
         let permits = tokio::select! {
-            permits = take_room(&window, size) => match permits {
+            permits = take_room(&window) => match permits {
                 Some(permits) => permits,
                 None => return,
             },
@@ -134,11 +204,11 @@ pub async fn fetch_loop(ctx: Arc<JobContext>, queue: Queue, window: Window, mut 
     }
 }
 
-/// All the room the window has, once it has `min_claim` (or any, when no job is waiting, so a
-/// lone job is never held back); `None` when the window is closed.
-async fn take_room(window: &Window, size: usize) -> Option<OwnedSemaphorePermit> {
-    let idle = window.room.available_permits() == size;
-    let first = if idle { 1 } else { window.min_claim };
+/// All the room the window has, once it has room for `min` jobs (or for one, when no job is
+/// waiting, so a lone job is never held back); `None` when the window is closed.
+async fn take_room(window: &Window) -> Option<OwnedSemaphorePermit> {
+    let idle = window.room.available_permits() >= window.size();
+    let first = if idle { 1 } else { window.min };
     let mut permits = window.room.clone().acquire_many_owned(u32::try_from(first).ok()?).await.ok()?;
     let more = window.room.available_permits();
     if more > 0 {

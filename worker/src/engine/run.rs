@@ -59,7 +59,7 @@ pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> +
     let runtime = Runtime { ctx: ctx.clone(), completer };
     let mut monitor = Monitor::new().shutdown_timeout(SHUTDOWN_GRACE);
     for queue in ctx.tuning.queues.iter().copied() {
-        let (window, claimed) = fetch::ClaimedJobs::channel(concurrency * ctx.tuning.claim_ahead, concurrency);
+        let (window, claimed) = fetch::ClaimedJobs::channel(concurrency, concurrency * ctx.tuning.claim_ahead);
         for _ in 0..fetch::FETCHERS_PER_QUEUE {
             background.push(tokio::spawn(fetch::fetch_loop(ctx.clone(), queue, window.clone(), fetching.clone())));
         }
