@@ -155,11 +155,12 @@ impl BackendConfig for ClaimedJobs {
 pub const FETCHERS_PER_QUEUE: usize = 2;
 
 /// Claims due jobs of `queue` into `window` whenever it has room, until `stop`. A worker runs
-/// [`FETCHERS_PER_QUEUE`] of these per queue, so one claim is in flight while the other's jobs are handed over:
-/// with one, a worker running short jobs idles for a round trip per batch. Between claims it
+/// [`FETCHERS_PER_QUEUE`] of these per queue (`index` counts from 0): when the queue runs fast,
+/// one claim is in flight while the other's jobs are handed over; with one, a worker running
+/// short jobs idles for a round trip per batch. Between claims it
 /// sleeps until a wake for the queue (a committed job) or `poll_backstop` (retries coming due,
 /// a wake that was missed), whichever comes first.
-pub async fn fetch_loop(ctx: Arc<JobContext>, queue: Queue, window: Window, mut stop: watch::Receiver<bool>) {
+pub async fn fetch_loop(ctx: Arc<JobContext>, queue: Queue, window: Window, index: usize, mut stop: watch::Receiver<bool>) {
     let waker = wake::waker(queue);
     let mut pace = Pace::new();
     loop {
@@ -168,6 +169,17 @@ pub async fn fetch_loop(ctx: Arc<JobContext>, queue: Queue, window: Window, mut 
         let notified = waker.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+
+        // Only the first fetcher claims while the queue is slow: at a slow pace a second one
+        // adds empty claims that hold back the first (p99 confirm → delivered 7 ms → 45 ms).
+        if index > 0 && window.size() <= window.min {
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(ctx.tuning.poll_backstop) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            continue;
+        }
 
         let permits = tokio::select! {
             permits = take_room(&window) => match permits {

@@ -60,8 +60,8 @@ pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> +
     let mut monitor = Monitor::new().shutdown_timeout(SHUTDOWN_GRACE);
     for queue in ctx.tuning.queues.iter().copied() {
         let (window, claimed) = fetch::ClaimedJobs::channel(concurrency, concurrency * ctx.tuning.claim_ahead);
-        for _ in 0..fetch::FETCHERS_PER_QUEUE {
-            background.push(tokio::spawn(fetch::fetch_loop(ctx.clone(), queue, window.clone(), fetching.clone())));
+        for index in 0..fetch::FETCHERS_PER_QUEUE {
+            background.push(tokio::spawn(fetch::fetch_loop(ctx.clone(), queue, window.clone(), index, fetching.clone())));
         }
         let name = format!("{}-{}", ctx.worker_id, queue.as_str());
         let claimed = std::sync::Mutex::new(Some(claimed));
