@@ -43,8 +43,8 @@ struct Args {
     redis_url: Option<String>,
     #[arg(long, value_enum, default_value_t = JobKind::Delivery)]
     job: JobKind,
-    /// Jobs claimed ahead per queue, in multiples of the concurrency; `Tuning::claim_ahead`
-    /// when absent.
+    /// The most jobs claimed ahead per queue, in multiples of the concurrency;
+    /// `Tuning::claim_ahead` when absent.
     #[arg(long)]
     claim_ahead: Option<usize>,
 }
