@@ -2,6 +2,7 @@
 //! hand them to the apalis worker through [`ClaimedJobs`], a project-owned apalis backend.
 
 use std::{
+    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -20,7 +21,7 @@ use hilt_shared::{
     queue::{Queue, wake},
     storage::jobs::{self, JobRow},
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, futures::Notified, mpsc, watch};
 use tower::layer::util::Identity;
 
 use crate::JobContext;
@@ -157,9 +158,8 @@ pub const FETCHERS_PER_QUEUE: usize = 2;
 /// Claims due jobs of `queue` into `window` whenever it has room, until `stop`. A worker runs
 /// [`FETCHERS_PER_QUEUE`] of these per queue (`index` counts from 0): when the queue runs fast,
 /// one claim is in flight while the other's jobs are handed over; with one, a worker running
-/// short jobs idles for a round trip per batch. Between claims it
-/// sleeps until a wake for the queue (a committed job) or `poll_backstop` (retries coming due,
-/// a wake that was missed), whichever comes first.
+/// short jobs idles for a round trip per batch. Between claims it sleeps until a wake for the
+/// queue (a committed job) or `poll_backstop` (retries coming due, a wake that was missed).
 pub async fn fetch_loop(ctx: Arc<JobContext>, queue: Queue, window: Window, index: usize, mut stop: watch::Receiver<bool>) {
     let waker = wake::waker(queue);
     let mut pace = Pace::new();
@@ -173,10 +173,8 @@ pub async fn fetch_loop(ctx: Arc<JobContext>, queue: Queue, window: Window, inde
         // Only the first fetcher claims while the queue is slow: at a slow pace a second one
         // adds empty claims that hold back the first (p99 confirm → delivered 7 ms → 45 ms).
         if index > 0 && window.size() <= window.min {
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep(ctx.tuning.poll_backstop) => {}
-                _ = stop.wait_for(|s| *s) => return,
+            if !idle(notified, ctx.tuning.poll_backstop, &mut stop).await {
+                return;
             }
             continue;
         }
@@ -208,11 +206,19 @@ pub async fn fetch_loop(ctx: Arc<JobContext>, queue: Queue, window: Window, inde
             Err(e) => tracing::warn!(job.queue = queue.as_str(), error = %e, "could not claim jobs; retrying"),
         }
         drop(permits);
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep(ctx.tuning.poll_backstop) => {}
-            _ = stop.wait_for(|s| *s) => return,
+        if !idle(notified, ctx.tuning.poll_backstop, &mut stop).await {
+            return;
         }
+    }
+}
+
+/// Sleeps until a wake for the queue or `backstop`, whichever comes first; false when the
+/// worker stops meanwhile.
+async fn idle(notified: Pin<&mut Notified<'_>>, backstop: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = notified => true,
+        _ = tokio::time::sleep(backstop) => true,
+        _ = stop.wait_for(|s| *s) => false,
     }
 }
 
