@@ -229,10 +229,10 @@ async fn take_room(window: &Window) -> Option<OwnedSemaphorePermit> {
     let first = if idle { 1 } else { window.min };
     let mut permits = window.room.clone().acquire_many_owned(u32::try_from(first).ok()?).await.ok()?;
     let more = window.room.available_permits();
-    if more > 0 {
-        if let Ok(extra) = window.room.clone().try_acquire_many_owned(u32::try_from(more).ok()?) {
-            permits.merge(extra);
-        }
+    if more > 0
+        && let Ok(extra) = window.room.clone().try_acquire_many_owned(u32::try_from(more).ok()?)
+    {
+        permits.merge(extra);
     }
     Some(permits)
 }
