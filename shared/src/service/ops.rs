@@ -74,20 +74,27 @@ pub async fn queues(db: &Db) -> Result<QueuesView, ServiceError> {
 }
 
 async fn queue_stats(conn: &mut AnyConnection, queue: &str, paused: bool, now: i64) -> Result<QueueStats, sqlx::Error> {
-    let row: (i64, i64, i64, i64, i64, Option<i64>) = sqlx::query_as(
+    // One statement per state, each served by that state's partial index (see migrations 0007, 0008).
+    let waiting: (i64, i64, i64, Option<i64>) = sqlx::query_as(
         "SELECT \
-           COALESCE(SUM(CASE WHEN (status = 'queued' AND failures = 0 AND run_at <= $2) THEN 1 ELSE 0 END), 0), \
-           COALESCE(SUM(CASE WHEN status = 'queued' AND failures = 0 AND run_at > $2 THEN 1 ELSE 0 END), 0), \
-           COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0), \
-           COALESCE(SUM(CASE WHEN status = 'queued' AND failures > 0 THEN 1 ELSE 0 END), 0), \
-           COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0), \
-           MIN(CASE WHEN status = 'queued' AND run_at <= $2 THEN run_at END) \
-         FROM jobs WHERE queue = $1 AND status IN ('queued', 'running', 'dead')",
+           COALESCE(SUM(CASE WHEN failures = 0 AND run_at <= $2 THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN failures = 0 AND run_at > $2 THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN failures > 0 THEN 1 ELSE 0 END), 0), \
+           MIN(CASE WHEN run_at <= $2 THEN run_at END) \
+         FROM jobs WHERE queue = $1 AND status = 'queued'",
     )
     .bind(queue)
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
+    let running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE queue = $1 AND status = 'running'")
+        .bind(queue)
+        .fetch_one(&mut *conn)
+        .await?;
+    let dead: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE queue = $1 AND status = 'dead'")
+        .bind(queue)
+        .fetch_one(&mut *conn)
+        .await?;
     let (done, latency_sum): (i64, Option<i64>) = sqlx::query_as(
         "SELECT COUNT(*), CAST(SUM(updated_at - run_at) AS BIGINT) FROM jobs WHERE queue = $1 AND status = 'done' AND updated_at >= $2",
     )
@@ -98,16 +105,16 @@ async fn queue_stats(conn: &mut AnyConnection, queue: &str, paused: bool, now: i
     Ok(QueueStats {
         name: queue.to_owned(),
         paused,
-        pending: row.0,
-        scheduled: row.1,
-        running: row.2,
-        failed: row.3,
-        dead: row.4,
+        pending: waiting.0,
+        scheduled: waiting.1,
+        running,
+        failed: waiting.2,
+        dead,
         done_last_5m: done,
         throughput_per_min: done as f64 / 5.0,
         latency_ms_avg: latency_sum.filter(|_| done > 0).map(|sum| sum as f64 / done as f64),
-        oldest_waiting_since: rfc3339_opt(row.5),
-        oldest_waiting_age_s: row.5.map(|at| (now - at).max(0) / 1000),
+        oldest_waiting_since: rfc3339_opt(waiting.3),
+        oldest_waiting_age_s: waiting.3.map(|at| (now - at).max(0) / 1000),
     })
 }
 

@@ -294,20 +294,12 @@ pub async fn has_live(conn: &mut AnyConnection, membership_id: &str, queue: &str
     Ok(n > 0)
 }
 
-/// Counts by status for one queue (dashboards, metrics, tests).
-pub async fn counts(conn: &mut AnyConnection, queue: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, COUNT(*) FROM jobs WHERE queue = $1 GROUP BY status")
-        .bind(queue)
-        .fetch_all(conn)
-        .await
-}
-
 /// Jobs of a queue with exactly this payload, by status: `(waiting, running)`.
 pub async fn count_live_with_payload(conn: &mut AnyConnection, queue: &str, payload: &str) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(
         "SELECT COALESCE(SUM(CASE WHEN status = 'queued' THEN 1 ELSE 0 END), 0), \
          COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0) \
-         FROM jobs WHERE queue = $1 AND payload = $2 AND status IN ('queued', 'running')",
+         FROM jobs WHERE queue = $1 AND payload = $2 AND (status = 'queued' OR status = 'running')",
     )
     .bind(queue)
     .bind(payload)
@@ -329,28 +321,29 @@ pub async fn discard_waiting_with_payload(conn: &mut AnyConnection, queue: &str,
     Ok(done.rows_affected())
 }
 
+/// Jobs of a queue, newest first (by `updated_at`), at most `limit`; one status or all. Each
+/// status is read through its own partial index, so the engine's hot path keeps no index
+/// ordered for dashboards.
 pub async fn list_recent(conn: &mut AnyConnection, queue: &str, status: Option<JobStatus>, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
-    match status {
-        Some(status) => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM jobs WHERE queue = $1 AND status = $2 ORDER BY updated_at DESC, id LIMIT $3"
-            )))
-            .bind(queue)
-            .bind(status.as_str())
-            .bind(limit)
-            .fetch_all(conn)
-            .await
-        }
-        None => {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM jobs WHERE queue = $1 ORDER BY updated_at DESC, id LIMIT $2"
-            )))
-            .bind(queue)
-            .bind(limit)
-            .fetch_all(conn)
-            .await
-        }
+    let statuses = match status {
+        Some(status) => vec![status],
+        None => JobStatus::ALL.to_vec(),
+    };
+    let mut rows = Vec::new();
+    for status in statuses {
+        let newest: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM jobs WHERE queue = $1 AND status = $2 ORDER BY updated_at DESC, id LIMIT $3"
+        )))
+        .bind(queue)
+        .bind(status.as_str())
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.extend(newest);
     }
+    rows.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then_with(|| a.id.cmp(&b.id)));
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(rows)
 }
 
 /// An operator's "retry now"; false if the job is running or finished successfully.

@@ -233,18 +233,40 @@ pub async fn update_delivery(conn: &mut AnyConnection, m: &MembershipRow) -> Res
     Ok(())
 }
 
-/// Memberships whose delivery is owed (pending or failed) but that no waiting or running job
-/// holds: after a lost queue, a crash between steps, or a deploy. The sweeper re-enqueues them.
-pub async fn owed_without_job(conn: &mut AnyConnection, limit: i64) -> Result<Vec<MembershipRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM memberships m WHERE m.delivery_status IN ('pending', 'failed') \
-         AND m.status IN ('active', 'grace') AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.membership_id = m.id AND j.queue = 'delivery' \
-           AND j.status IN ('queued', 'running')) \
-         ORDER BY m.updated_at LIMIT $1"
-    )))
+/// Where the owed-delivery scan stopped: the `(updated_at, id)` of the last membership it read.
+pub type OwedCursor = (i64, String);
+
+/// One page of the sweeper's backstop scan: the keys of memberships whose delivery is owed
+/// (pending or failed) after `after`, oldest update first, at most `limit`. One range of the
+/// partial index `memberships_owed`, so a page costs the same however many deliveries a
+/// backlog owes.
+pub async fn owed_page(conn: &mut AnyConnection, after: Option<&OwedCursor>, limit: i64) -> Result<Vec<OwedCursor>, sqlx::Error> {
+    let (at, id) = after.map_or((i64::MIN, ""), |(at, id)| (*at, id.as_str()));
+    sqlx::query_as(
+        "SELECT updated_at, id FROM memberships WHERE delivery_status IN ('pending', 'failed') \
+         AND (updated_at, id) > ($1, $2) ORDER BY updated_at, id LIMIT $3",
+    )
+    .bind(at)
+    .bind(id)
     .bind(limit)
     .fetch_all(conn)
     .await
+}
+
+/// Of the memberships `ids`, those still owed a delivery (pending or failed, access active or
+/// in grace) that no waiting or running delivery job holds (after a crash between steps, or a
+/// job an operator dropped): the sweeper re-enqueues them.
+pub async fn without_live_delivery_job(conn: &mut AnyConnection, ids: &[&str]) -> Result<Vec<MembershipRow>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM memberships m WHERE {} AND m.delivery_status IN ('pending', 'failed') \
+         AND m.status IN ('active', 'grace') AND NOT EXISTS (SELECT 1 FROM jobs j \
+         WHERE j.membership_id = m.id AND j.queue = 'delivery' AND j.status IN ('queued', 'running'))",
+        super::in_list(conn, "m.id", 1)
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(super::json_list(ids)).fetch_all(conn).await
 }
 
 /// Filters of the membership ledger; `None` leaves a filter out.

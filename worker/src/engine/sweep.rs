@@ -5,7 +5,10 @@
 use hilt_shared::{
     clock::now_ms,
     queue::{self, DeliveryJob, Trigger},
-    storage::{attempts, jobs, leases, memberships},
+    storage::{
+        attempts, jobs, leases,
+        memberships::{self, OwedCursor},
+    },
 };
 
 use crate::JobContext;
@@ -13,6 +16,10 @@ use crate::JobContext;
 pub const LEASE_NAME: &str = "sweeper";
 /// Jobs recovered per transaction.
 const RECOVER_BATCH: i64 = 500;
+/// Owed memberships checked for a live job per page, and pages per pass of the backstop scan:
+/// bounded work per pass however large the backlog (a pass resumes where the last one stopped).
+const OWED_PAGE: i64 = 1_000;
+const OWED_PAGES_PER_PASS: usize = 5;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -21,9 +28,9 @@ pub struct Swept {
 }
 
 /// One sweep if this worker holds the lease; None when another worker is sweeping.
-/// `look_for_owed` adds the costlier scan for owed deliveries that no job holds (a backstop,
-/// so the loop runs it at the slower `owed_scan_every` cadence).
-pub async fn tick(ctx: &JobContext, look_for_owed: bool) -> Result<Option<Swept>, sqlx::Error> {
+/// `owed_scan` (where the last pass stopped) adds a pass of the backstop scan for owed
+/// deliveries that no job holds, which the loop runs at the slower `owed_scan_every` cadence.
+pub async fn tick(ctx: &JobContext, owed_scan: Option<&mut Option<OwedCursor>>) -> Result<Option<Swept>, sqlx::Error> {
     let now = now_ms();
     let hold = i64::try_from(ctx.tuning.sweep_every.as_millis() * 5).unwrap_or(i64::MAX);
     if !leases::acquire(&mut *ctx.db.conn().await?, LEASE_NAME, &ctx.worker_id, now, now + hold).await? {
@@ -47,20 +54,38 @@ pub async fn tick(ctx: &JobContext, look_for_owed: bool) -> Result<Option<Swept>
         }
     }
 
-    let owed = if look_for_owed { memberships::owed_without_job(&mut *ctx.db.conn().await?, 500).await? } else { Vec::new() };
-    for m in owed {
-        let mut tx = ctx.db.begin().await?;
-        if !jobs::has_live(&mut tx, &m.id, "delivery").await? {
-            let job = DeliveryJob { membership_id: m.id.clone(), payment_id: Some(m.last_payment_id.clone()), trigger: Trigger::Automatic };
-            queue::enqueue_delivery(&mut tx, &m.merchant_id, &job, m.next_retry_at.unwrap_or(now).max(now)).await?;
-            swept.reenqueued_owed_deliveries += 1;
-        }
-        tx.commit().await?;
+    if let Some(cursor) = owed_scan {
+        swept.reenqueued_owed_deliveries = reenqueue_owed(ctx, cursor, now).await?;
     }
     if swept != Swept::default() {
         tracing::info!(?swept, "sweeper put work back");
     }
     Ok(Some(swept))
+}
+
+/// A pass of the backstop scan from `cursor` (up to `OWED_PAGES_PER_PASS` pages; back to the
+/// start after the last page): each owed membership without a waiting or running delivery job
+/// gets one again. Returns how many were re-enqueued.
+async fn reenqueue_owed(ctx: &JobContext, cursor: &mut Option<OwedCursor>, now: i64) -> Result<usize, sqlx::Error> {
+    let mut reenqueued = 0;
+    for _ in 0..OWED_PAGES_PER_PASS {
+        let page = memberships::owed_page(&mut *ctx.db.conn().await?, cursor.as_ref(), OWED_PAGE).await?;
+        *cursor = if page.len() < OWED_PAGE as usize { None } else { page.last().cloned() };
+        let ids: Vec<&str> = page.iter().map(|(_, id)| id.as_str()).collect();
+        for m in memberships::without_live_delivery_job(&mut *ctx.db.conn().await?, &ids).await? {
+            let mut tx = ctx.db.begin().await?;
+            if !jobs::has_live(&mut tx, &m.id, "delivery").await? {
+                let job = DeliveryJob { membership_id: m.id.clone(), payment_id: Some(m.last_payment_id.clone()), trigger: Trigger::Automatic };
+                queue::enqueue_delivery(&mut tx, &m.merchant_id, &job, m.next_retry_at.unwrap_or(now).max(now)).await?;
+                reenqueued += 1;
+            }
+            tx.commit().await?;
+        }
+        if cursor.is_none() {
+            break;
+        }
+    }
+    Ok(reenqueued)
 }
 
 /// What goes with jobs put back in the queue without their outcome (`(id, queue)` each): their
@@ -83,9 +108,10 @@ pub async fn put_back(tx: &mut sqlx::AnyConnection, jobs: &[(String, String)], n
 /// Sweeps every `sweep_every` (the owed-delivery scan every `owed_scan_every`) until `stop`.
 pub async fn sweep_loop(ctx: std::sync::Arc<JobContext>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut last_owed_scan = tokio::time::Instant::now();
+    let mut owed_cursor = None;
     loop {
         let look_for_owed = last_owed_scan.elapsed() >= ctx.tuning.owed_scan_every;
-        match tick(&ctx, look_for_owed).await {
+        match tick(&ctx, look_for_owed.then_some(&mut owed_cursor)).await {
             Ok(Some(_)) if look_for_owed => last_owed_scan = tokio::time::Instant::now(),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweeper failed; retrying"),
