@@ -311,3 +311,36 @@ backend_test!(renewal_intelligence_counts_expiring_grace_churn_and_renewals, |ap
     assert_eq!(theirs.body["recent_events"], json!([]));
     assert_eq!(theirs.body["product_reports"], json!([]));
 });
+
+backend_test!(an_invite_link_never_outlives_the_access_it_granted, |app| {
+    let mut r = Rescue::start(with_renewals(app, "100ms", "")).await;
+    r.tg.add_user(7101);
+    r.tg.add_user(7102);
+    r.start_worker();
+    let product = short_telegram_product(&r, "3s", "0s").await;
+    let (_, joined) = r.paid(&product, json!({"telegram_user_id": 7101})).await;
+    let (_, unused) = r.paid(&product, json!({"telegram_user_id": 7102})).await;
+    let mut links = Vec::new();
+    for membership in [&joined, &unused] {
+        let m = r.wait_for_status(membership, "delivered").await;
+        let link = m["delivery"]["invite_url"].as_str().expect("link").to_owned();
+        let end = chrono::DateTime::parse_from_rfc3339(m["current_period_end"].as_str().expect("period end")).expect("time").timestamp();
+        let sent = r.tg.invite_links(CHAT).into_iter().find(|l| l.link == link).expect("created at Telegram");
+        assert!(sent.expire_date.is_some_and(|at| at <= end), "the link expires with the access ({end}), not a week later: {sent:?}");
+        links.push(link);
+    }
+    assert!(r.tg.join_with_link(CHAT, 7101, &links[0]));
+
+    for membership in [&joined, &unused] {
+        r.wait_for(membership, "expired and revoked", |m| m["status"] == "expired" && m["delivery_status"] == "revoked").await;
+    }
+    assert_eq!(r.tg.member_status(CHAT, 7101).as_deref(), Some("left"));
+    assert!(!r.tg.join_with_link(CHAT, 7101, &links[0]), "the buyer cannot walk back in with the old link");
+    assert!(!r.tg.join_with_link(CHAT, 7102, &links[1]), "nor can the other buyer use the link they never used");
+    for membership in [&joined, &unused] {
+        let attempts = r.attempts(membership).await;
+        let delivery = attempts.iter().find(|a| a["trigger"] == "automatic").expect("delivery attempt");
+        assert!(delivery["invite_link_revoked_at"].is_string(), "the link is on record as revoked: {delivery}");
+    }
+    r.stop_workers().await;
+});

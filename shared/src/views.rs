@@ -238,6 +238,12 @@ pub struct AttemptView {
     pub duration_ms: Option<i64>,
     pub started_at: String,
     pub finished_at: Option<String>,
+    /// The single-use invite link this attempt created (Telegram), the same one the buyer was
+    /// sent and `delivery.invite_url` shows while it is the latest; null for other providers.
+    pub invite_link: Option<String>,
+    /// RFC 3339; when that link stopped admitting anyone: revoked before a later attempt
+    /// issued a new one, or when access ended. Null while the link is live.
+    pub invite_link_revoked_at: Option<String>,
 }
 
 impl From<&crate::storage::attempts::AttemptRow> for AttemptView {
@@ -261,6 +267,8 @@ impl From<&crate::storage::attempts::AttemptRow> for AttemptView {
             duration_ms: a.duration_ms,
             started_at: rfc3339(a.started_at),
             finished_at: rfc3339_opt(a.finished_at),
+            invite_link: a.invite_link.clone(),
+            invite_link_revoked_at: rfc3339_opt(a.invite_link_revoked_at),
         }
     }
 }

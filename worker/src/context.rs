@@ -41,6 +41,9 @@ pub struct Tuning {
     pub webhook_schedule: Vec<Period>,
     /// Per-request timeout of a webhook send.
     pub webhook_timeout: Duration,
+    /// Delays after runs that failed inside the worker (database error, bug, panic); its
+    /// number of delays is the budget, after which the job is dead (`engine::internal_error_retry`).
+    pub internal_error_backoff: backon::ExponentialBuilder,
 }
 
 impl Tuning {
@@ -60,6 +63,11 @@ impl Tuning {
             proof_email_schedule: [10, 60, 300, 1_800].map(|s| Period(Duration::from_secs(s))).to_vec(),
             webhook_schedule: hilt_shared::domain::webhook::default_schedule(),
             webhook_timeout: hilt_shared::providers::webhook::DEFAULT_TIMEOUT,
+            internal_error_backoff: backon::ExponentialBuilder::new()
+                .with_min_delay(Duration::from_secs(5))
+                .with_max_delay(Duration::from_secs(300))
+                .with_max_times(8)
+                .with_jitter(),
         }
     }
 }

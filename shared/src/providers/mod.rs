@@ -60,6 +60,9 @@ pub struct ProviderError {
     pub retry_after: Option<Duration>,
     /// The provider's HTTP status (or SMTP reply code), when an answer came back at all.
     pub http_status: Option<u16>,
+    /// Telegram's `parameters.migrate_to_chat_id`: the group became a supergroup with this id,
+    /// which the delivery follows (`code` = `chat_migrated`).
+    pub migrated_to_chat_id: Option<i64>,
 }
 
 impl ProviderError {
@@ -70,6 +73,7 @@ impl ProviderError {
             class,
             retry_after: None,
             http_status: None,
+            migrated_to_chat_id: None,
         }
     }
 

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use teloxide::{
     ApiError, Bot, RequestError,
     payloads::{
-        BanChatMember, CreateChatInviteLink, GetChatMember, GetMe, SendMessage, UnbanChatMember,
+        BanChatMember, CreateChatInviteLink, GetChatMember, GetMe, RevokeChatInviteLink,
+        SendMessage, UnbanChatMember,
     },
     requests::Payload,
     types::{ChatId, Recipient, UserId},
@@ -123,6 +124,17 @@ impl Telegram {
         payload.name = Some(name.chars().take(32).collect());
         let link = self.call(&payload, Target::Chat).await?;
         Ok(link.invite_link)
+    }
+
+    /// `revokeChatInviteLink`: the link admits no one any more. A link Telegram no longer
+    /// accepts (expired, already revoked: `INVITE_HASH_EXPIRED`, `INVITE_HASH_INVALID`) counts
+    /// as revoked.
+    pub async fn revoke_invite_link(&self, chat_id: i64, link: &str) -> Result<(), ProviderError> {
+        let payload = RevokeChatInviteLink::new(chat(chat_id), link);
+        match self.call_value(&payload, Target::Chat).await {
+            Err(e) if e.code == "invite_link_gone" => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     /// A direct message to a buyer (who must have started the bot).
@@ -282,8 +294,8 @@ fn classify(
     if let Some(seconds) = parameters.and_then(|p| p.retry_after) {
         return rate_limited(seconds).with_status(status);
     }
-    if parameters.and_then(|p| p.migrate_to_chat_id).is_some() {
-        return chat_migrated().with_status(status);
+    if let Some(new_id) = parameters.and_then(|p| p.migrate_to_chat_id) {
+        return chat_migrated(new_id).with_status(status);
     }
     if status == 429 {
         return rate_limited(0).with_status(status);
@@ -307,11 +319,13 @@ fn rate_limited(seconds: u64) -> ProviderError {
     .with_retry_after(retry_after)
 }
 
-fn chat_migrated() -> ProviderError {
-    ProviderError::configuration(
+fn chat_migrated(new_id: i64) -> ProviderError {
+    let mut e = ProviderError::configuration(
         "chat_migrated",
-        "the group was upgraded to a supergroup with a new id; update the product's chat id",
-    )
+        format!("the group was upgraded to a supergroup with the new chat id {new_id}"),
+    );
+    e.migrated_to_chat_id = Some(new_id);
+    e
 }
 
 fn classify_api_error(error: &ApiError, status: u16, target: Target) -> ProviderError {
@@ -411,6 +425,12 @@ fn classify_unknown(text: &str, status: u16, target: Target) -> ProviderError {
     {
         return ProviderError::member_permanent("unknown_user", "Telegram does not know this user");
     }
+    if has("invite_hash_expired") || has("invite_hash_invalid") {
+        return ProviderError::configuration(
+            "invite_link_gone",
+            "the invite link has expired or was revoked",
+        );
+    }
     if has("can't remove chat owner") || has("user is an administrator of the chat") {
         return ProviderError::member_permanent(
             "member_is_admin",
@@ -474,7 +494,7 @@ impl From<RequestError> for ProviderError {
         match err {
             RequestError::Api(api) => classify_api_error(&api, 0, Target::Chat),
             RequestError::RetryAfter(seconds) => rate_limited(u64::from(seconds.seconds())),
-            RequestError::MigrateToChatId(_) => chat_migrated(),
+            RequestError::MigrateToChatId(id) => chat_migrated(id.0),
             RequestError::Network(e) => {
                 let e = std::sync::Arc::try_unwrap(e);
                 match e {

@@ -110,6 +110,7 @@ pub async fn enqueue(
             run_at,
             attempts: 0,
             failures: 0,
+            internal_errors: 0,
             last_error: None,
             locked_by: None,
             locked_until: None,

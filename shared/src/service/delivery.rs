@@ -15,6 +15,7 @@ use crate::{
         attempts::{self, AttemptRow},
         jobs::{self, Finish},
         memberships::{self, MembershipRow},
+        products,
     },
     views::{MembershipView, support::TicketView},
 };
@@ -153,7 +154,10 @@ pub async fn record_delivery(tx: &mut AnyConnection, now: i64, input: &DeliveryA
     };
     let was_in_review = m.delivery_status == DeliveryStatus::ManualReview.as_str();
     attempt.finished_at = Some(now);
-    m.delivery_attempts += 1;
+    if !input.attempt_recorded {
+        // An attempt written before its call was counted with its row (`count_attempt`).
+        m.delivery_attempts += 1;
+    }
     m.last_attempt_at = Some(now);
     m.updated_at = now;
 
@@ -179,7 +183,10 @@ pub async fn record_delivery(tx: &mut AnyConnection, now: i64, input: &DeliveryA
             record_failure(&mut attempt, &mut m, e);
             // A manual push from manual review is one try: failing leaves it in review.
             let stays_in_review = was_in_review && input.trigger == Trigger::Manual;
-            match retry_at(now, &input.retry_schedule, input.failures, e, !stays_in_review) {
+            let followed = follow_chat_migration(tx, &m, e, now).await?;
+            let retry = retry_at(now, &input.retry_schedule, input.failures, e, !stays_in_review);
+            // With the product on the new chat, the next attempt need not wait.
+            match retry.map(|at| if followed { now } else { at }) {
                 Some(at) => {
                     m.delivery_status = DeliveryStatus::Failed.as_str().into();
                     m.next_retry_at = Some(at);
@@ -218,6 +225,69 @@ pub async fn record_delivery(tx: &mut AnyConnection, now: i64, input: &DeliveryA
         record_event(tx, &m.merchant_id, kind, Some(&m.id), attempt.payment_id.as_deref(), data.clone(), now).await?;
     }
     Ok(finish)
+}
+
+/// After a delivery (with `removal`, an access removal) failed inside the worker on every run
+/// its internal-error budget allowed (a database error, a bug: not the provider): its
+/// unfinished attempts end as `internal_error`, the attempt lock is released, and a support
+/// ticket says what happened. A delivery goes to manual review (`delivery.manual_review`), so
+/// the sweeper does not start it again unseen; a merchant's "retry delivery" starts it again.
+pub async fn stop_after_internal_errors(
+    tx: &mut AnyConnection,
+    membership_id: &str,
+    job_id: &str,
+    removal: bool,
+    error: &str,
+    now: i64,
+) -> Result<(), ServiceError> {
+    attempts::fail_unfinished_for_job(tx, job_id, error, now).await?;
+    memberships::unlock(tx, membership_id, job_id).await?;
+    let Some(mut m) = memberships::get_any(tx, membership_id).await? else { return Ok(()) };
+    let owed = [DeliveryStatus::Pending, DeliveryStatus::Failed].iter().any(|s| s.as_str() == m.delivery_status);
+    if !removal && !owed {
+        return Ok(());
+    }
+    let what = if removal { "Access removal" } else { "Automated delivery" };
+    let note = format!(
+        "{what} stopped: the worker failed on its own side on every run of job {job_id} ({error}); \
+         the provider was not the cause. Next step: an engineer checks the worker's logs for this job; \
+         once fixed, retry delivery{}.",
+        if removal { " or remove the buyer by hand" } else { "" }
+    );
+    let subject = if removal { "Access removal needs attention" } else { "Delivery needs attention" };
+    let (ticket, _) = support::open_or_reuse_delivery_ticket(tx, &m, subject, &note, now).await?;
+    m.support_ticket_id = Some(ticket);
+    m.last_error_code = Some("internal_error".into());
+    m.last_error_message = Some(error.to_owned());
+    m.last_error_retryable = Some(0);
+    m.next_retry_at = None;
+    m.updated_at = now;
+    if !removal {
+        m.delivery_status = DeliveryStatus::ManualReview.as_str().into();
+    }
+    memberships::update_delivery(tx, &m).await?;
+    if !removal {
+        let data = serde_json::to_value(MembershipView::from(&m)).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        record_event(tx, &m.merchant_id, "delivery.manual_review", Some(&m.id), None, data, now).await?;
+    }
+    Ok(())
+}
+
+/// Telegram named the supergroup the product's group became (`chat_migrated`): the product
+/// follows it in the outcome's transaction, with a `product.chat_migrated` event (data:
+/// product_id, old_chat_id, new_chat_id), so the next attempt calls the new chat instead of
+/// retrying the dead id. True when the product was moved now.
+async fn follow_chat_migration(tx: &mut AnyConnection, m: &MembershipRow, e: &ProviderError, now: i64) -> Result<bool, ServiceError> {
+    let Some(new) = e.migrated_to_chat_id else { return Ok(false) };
+    let Some(product) = products::get(tx, &m.merchant_id, &m.product_id).await? else { return Ok(false) };
+    let Some(old) = product.telegram_chat_id.filter(|old| *old != new) else { return Ok(false) };
+    if !products::follow_chat_migration(tx, &product.id, old, new, now).await? {
+        return Ok(false);
+    }
+    tracing::warn!(product.id = %product.id, old_chat_id = old, new_chat_id = new, "Telegram group became a supergroup; product follows it");
+    let data = serde_json::json!({ "product_id": product.id, "old_chat_id": old, "new_chat_id": new });
+    record_event(tx, &m.merchant_id, "product.chat_migrated", None, None, data, now).await?;
+    Ok(true)
 }
 
 /// The system message on the delivery ticket: what was tried, what failed, what to do next.
@@ -289,8 +359,8 @@ pub async fn record_revoke(tx: &mut AnyConnection, now: i64, input: &RevokeAttem
     let Some(mut m) = memberships::get_any(tx, &attempt.membership_id).await? else {
         return Ok(Finish::Done);
     };
+    // Counted when its row was written, before the call (`count_attempt`).
     attempt.finished_at = Some(now);
-    m.delivery_attempts += 1;
     m.last_attempt_at = Some(now);
     m.updated_at = now;
     let renewed_meanwhile =
@@ -327,7 +397,8 @@ pub async fn record_revoke(tx: &mut AnyConnection, now: i64, input: &RevokeAttem
         }
         Err(e) => {
             record_failure(&mut attempt, &mut m, e);
-            match retry_at(now, &input.retry_schedule, input.failures, e, !renewed_meanwhile) {
+            let followed = follow_chat_migration(tx, &m, e, now).await?;
+            match retry_at(now, &input.retry_schedule, input.failures, e, !renewed_meanwhile).map(|at| if followed { now } else { at }) {
                 Some(at) => {
                     m.next_retry_at = Some(at);
                     tracing::warn!(error.code = %e.code, "access removal failed; retry scheduled");

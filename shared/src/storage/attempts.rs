@@ -22,11 +22,16 @@ pub struct AttemptRow {
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub duration_ms: Option<i64>,
+    /// The invite link this attempt created (Telegram), recorded before it is sent anywhere.
+    pub invite_link: Option<String>,
+    /// Unix milliseconds; when that link stopped admitting anyone (revoked by a later attempt
+    /// or at the end of access).
+    pub invite_link_revoked_at: Option<i64>,
 }
 
 const COLUMNS: &str = "id, merchant_id, membership_id, payment_id, job_id, number, trigger_kind, provider, \
     outcome, error_code, error_message, error_retryable, request_summary, response_summary, worker_id, \
-    started_at, finished_at, duration_ms";
+    started_at, finished_at, duration_ms, invite_link, invite_link_revoked_at";
 
 pub async fn insert(conn: &mut AnyConnection, a: &AttemptRow) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -100,6 +105,33 @@ pub async fn finish(conn: &mut AnyConnection, a: &AttemptRow) -> Result<(), sqlx
     Ok(())
 }
 
+/// Records the invite link an attempt just created, in a statement of its own (committed before
+/// the link is sent, so whatever happens next, a later attempt knows to revoke it).
+pub async fn set_invite_link(conn: &mut AnyConnection, attempt_id: &str, link: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE delivery_attempts SET invite_link = $1 WHERE id = $2").bind(link).bind(attempt_id).execute(conn).await?;
+    Ok(())
+}
+
+/// The membership's invite links that may still admit someone: `(attempt id, link)`, oldest first.
+pub async fn live_invite_links(conn: &mut AnyConnection, membership_id: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, invite_link FROM delivery_attempts WHERE membership_id = $1 AND invite_link IS NOT NULL \
+         AND invite_link_revoked_at IS NULL ORDER BY number",
+    )
+    .bind(membership_id)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn mark_invite_link_revoked(conn: &mut AnyConnection, attempt_id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE delivery_attempts SET invite_link_revoked_at = $1 WHERE id = $2 AND invite_link_revoked_at IS NULL")
+        .bind(now)
+        .bind(attempt_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn list_for_membership(conn: &mut AnyConnection, membership_id: &str) -> Result<Vec<AttemptRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM delivery_attempts WHERE membership_id = $1 ORDER BY number, started_at"
@@ -115,6 +147,21 @@ pub async fn max_number(conn: &mut AnyConnection, membership_id: &str) -> Result
         .fetch_one(conn)
         .await?;
     Ok(n.unwrap_or(0))
+}
+
+/// The job's attempts left unfinished by runs that failed inside the worker: marked failed
+/// (`internal_error`, not retryable) once the job's internal-error budget is spent.
+pub async fn fail_unfinished_for_job(conn: &mut AnyConnection, job_id: &str, message: &str, now: i64) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE delivery_attempts SET outcome = 'failed', error_code = 'internal_error', error_message = $1, \
+         error_retryable = 0, finished_at = $2 WHERE job_id = $3 AND outcome IS NULL",
+    )
+    .bind(message)
+    .bind(now)
+    .bind(job_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Attempts left unfinished by a worker that died mid-call: the outcome is unknown.

@@ -68,6 +68,9 @@ pub struct JobRow {
     pub attempts: i64,
     /// Failed runs: the index into the retry schedule.
     pub failures: i64,
+    /// Runs that failed inside the worker (not at the provider): counted against their own
+    /// budget (`Finish::InternalError`).
+    pub internal_errors: i64,
     pub last_error: Option<String>,
     /// The worker holding the lease: set exactly while `running`, so `locked_by = $worker`
     /// alone says "still ours" (and keeps the planner on the primary key rather than the
@@ -80,7 +83,7 @@ pub struct JobRow {
 }
 
 const COLUMNS: &str = "id, queue, payload, merchant_id, membership_id, status, run_at, attempts, failures, \
-    last_error, locked_by, locked_until, created_at, updated_at";
+    internal_errors, last_error, locked_by, locked_until, created_at, updated_at";
 
 pub async fn insert(conn: &mut AnyConnection, j: &JobRow) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -199,21 +202,25 @@ pub enum Finish {
     Done,
     /// Run again at this time (unix milliseconds); `failed` counts the run against the retry budget.
     RetryAt { at: i64, error: Option<String>, failed: bool },
+    /// Our own failure (database, bug, panic): run again at this time (unix milliseconds),
+    /// counted in `internal_errors`, not against the retry budget.
+    InternalError { at: i64, error: String },
     /// Out of retries or not retryable: kept for operators.
     Dead { error: String },
 }
 
 /// Finishes one job this worker holds; false if the lease was lost (the job is no longer ours).
 pub async fn finish(conn: &mut AnyConnection, id: &str, worker_id: &str, finish: &Finish, now: i64) -> Result<bool, sqlx::Error> {
-    let (status, run_at, error, failed) = match finish {
-        Finish::Done => (JobStatus::Done, None, None, false),
-        Finish::RetryAt { at, error, failed } => (JobStatus::Queued, Some(*at), error.clone(), *failed),
-        Finish::Dead { error } => (JobStatus::Dead, None, Some(error.clone()), true),
+    let (status, run_at, error, failed, internal) = match finish {
+        Finish::Done => (JobStatus::Done, None, None, false, false),
+        Finish::RetryAt { at, error, failed } => (JobStatus::Queued, Some(*at), error.clone(), *failed, false),
+        Finish::InternalError { at, error } => (JobStatus::Queued, Some(*at), Some(error.clone()), false, true),
+        Finish::Dead { error } => (JobStatus::Dead, None, Some(error.clone()), true, false),
     };
     let done = sqlx::query(
         "UPDATE jobs SET status = $1, run_at = COALESCE($2, run_at), last_error = COALESCE($3, last_error), \
-         failures = failures + $4, locked_by = NULL, locked_until = NULL, updated_at = $5 \
-         WHERE id = $6 AND locked_by = $7",
+         failures = failures + $4, internal_errors = internal_errors + $8, locked_by = NULL, locked_until = NULL, \
+         updated_at = $5 WHERE id = $6 AND locked_by = $7",
     )
     .bind(status.as_str())
     .bind(run_at)
@@ -222,6 +229,7 @@ pub async fn finish(conn: &mut AnyConnection, id: &str, worker_id: &str, finish:
     .bind(now)
     .bind(id)
     .bind(worker_id)
+    .bind(i64::from(internal))
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -141,6 +141,13 @@ pub async fn update_for_payment(conn: &mut AnyConnection, m: &MembershipRow) -> 
 
 /// Takes the membership's attempt lock for a job: no two attempts for one membership run at
 /// once. False while another job's lock is live.
+/// One more attempt on `delivery_attempts`, in the transaction that writes the attempt row, so
+/// the count always equals the membership's attempt rows.
+pub async fn count_attempt(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE memberships SET delivery_attempts = delivery_attempts + 1 WHERE id = $1").bind(id).execute(conn).await?;
+    Ok(())
+}
+
 pub async fn lock_for_attempt(conn: &mut AnyConnection, id: &str, job_id: &str, now: i64, until: i64) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE memberships SET attempt_lock_job = $1, attempt_lock_until = $2 WHERE id = $3 \

@@ -76,6 +76,19 @@ pub async fn update(conn: &mut AnyConnection, p: &ProductRow) -> Result<(), sqlx
     Ok(())
 }
 
+/// Points the product at the supergroup its Telegram group became, if it still names `old`;
+/// true when it did.
+pub async fn follow_chat_migration(conn: &mut AnyConnection, id: &str, old: i64, new: i64, now: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE products SET telegram_chat_id = $1, updated_at = $2 WHERE id = $3 AND telegram_chat_id = $4")
+        .bind(new)
+        .bind(now)
+        .bind(id)
+        .bind(old)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub async fn get(
     conn: &mut AnyConnection,
     merchant_id: &str,

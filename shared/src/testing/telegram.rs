@@ -73,6 +73,10 @@ pub struct InviteLink {
     pub creates_join_request: bool,
     /// How many users joined through it.
     pub uses: i64,
+    /// Users who joined through it (Telegram counts `member_limit` against those still in
+    /// the chat, so a link frees up again when its user leaves).
+    pub joined: Vec<i64>,
+    pub is_revoked: bool,
 }
 
 struct Chat {
@@ -98,6 +102,8 @@ struct State {
     calls: Vec<Call>,
     script: Script,
     next_message_id: i64,
+    /// Groups upgraded to supergroups: old chat id → new chat id.
+    migrated: HashMap<i64, i64>,
 }
 
 /// The fake server; stops when dropped.
@@ -121,6 +127,7 @@ impl FakeTelegram {
             calls: Vec::new(),
             script: Script::default(),
             next_message_id: 1,
+            migrated: HashMap::new(),
         }));
         let shared = state.clone();
         let router =
@@ -158,6 +165,17 @@ impl FakeTelegram {
             links: Vec::new(),
         });
         chat.rights = rights;
+    }
+
+    /// The group `old` was upgraded to the supergroup `new` (which keeps its members, links and
+    /// the bot's rights): calls on `old` now fail as Telegram's do, naming `new` in
+    /// `parameters.migrate_to_chat_id`.
+    pub fn migrate_chat(&self, old: i64, new: i64) {
+        let mut s = self.lock();
+        if let Some(chat) = s.chats.remove(&old) {
+            s.chats.insert(new, chat);
+        }
+        s.migrated.insert(old, new);
     }
 
     pub fn set_bot_rights(&self, chat_id: i64, rights: BotRights) {
@@ -201,8 +219,9 @@ impl FakeTelegram {
         }
     }
 
-    /// The user joins through one of the chat's invite links (respecting its member limit).
-    /// Returns false when the link is unknown, used up, or the user is banned.
+    /// The user joins through one of the chat's invite links, as Telegram decides: false when
+    /// the link is unknown, revoked or expired, when as many users as its `member_limit` who
+    /// joined through it are still in the chat, or when the user is banned.
     pub fn join_with_link(&self, chat_id: i64, user_id: i64, link: &str) -> bool {
         let mut s = self.lock();
         s.users.entry(user_id).or_default();
@@ -212,13 +231,20 @@ impl FakeTelegram {
         if chat.members.get(&user_id).map(String::as_str) == Some("kicked") {
             return false;
         }
-        let Some(l) = chat.links.iter_mut().find(|l| l.link == link) else {
+        let members = &chat.members;
+        let present = |u: &i64| matches!(members.get(u).map(String::as_str), Some("member" | "administrator" | "creator" | "restricted"));
+        let Some(l) = chat.links.iter().find(|l| l.link == link) else {
             return false;
         };
-        if l.member_limit.is_some_and(|m| l.uses >= m) {
+        let expired = l.expire_date.is_some_and(|at| at <= chrono::Utc::now().timestamp());
+        let full = l.member_limit.is_some_and(|m| l.joined.iter().filter(|u| present(u)).count() as i64 >= m);
+        if l.is_revoked || expired || full {
             return false;
         }
-        l.uses += 1;
+        if let Some(l) = chat.links.iter_mut().find(|l| l.link == link) {
+            l.uses += 1;
+            l.joined.push(user_id);
+        }
         chat.members.insert(user_id, "member".into());
         true
     }
@@ -468,6 +494,7 @@ fn dispatch(s: &mut State, method: &str, params: &Value) -> Response {
             }))
         }
         "createchatinvitelink"
+        | "revokechatinvitelink"
         | "exportchatinvitelink"
         | "unbanchatmember"
         | "banchatmember"
@@ -475,6 +502,15 @@ fn dispatch(s: &mut State, method: &str, params: &Value) -> Response {
             let Some(chat_id) = chat_id else {
                 return error(400, "Bad Request: chat_id is empty");
             };
+            if let Some(new) = s.migrated.get(&chat_id) {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(json!({ "ok": false, "error_code": 400,
+                        "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                        "parameters": { "migrate_to_chat_id": new } })),
+                )
+                    .into_response();
+            }
             let bot = user_json(s.bot_id, true, Some(&s.bot_username));
             let bot_id = s.bot_id;
             let known = user_id.is_some_and(|u| s.users.contains_key(&u));
@@ -509,6 +545,8 @@ fn dispatch(s: &mut State, method: &str, params: &Value) -> Response {
                         expire_date: param_i64(params, "expire_date"),
                         creates_join_request,
                         uses: 0,
+                        joined: Vec::new(),
+                        is_revoked: false,
                     };
                     chat.links.push(link.clone());
                     let mut result = json!({
@@ -523,6 +561,27 @@ fn dispatch(s: &mut State, method: &str, params: &Value) -> Response {
                     }
                     if let Some(e) = link.expire_date {
                         result["expire_date"] = json!(e);
+                    }
+                    ok(result)
+                }
+                "revokechatinvitelink" => {
+                    if !rights.is_admin || !rights.can_invite_users {
+                        return error(400, "Bad Request: not enough rights to manage chat invite link");
+                    }
+                    let wanted = param_str(params, "invite_link").unwrap_or_default();
+                    let Some(link) = chat.links.iter_mut().find(|l| l.link == wanted) else {
+                        return error(400, "Bad Request: INVITE_HASH_INVALID");
+                    };
+                    if link.expire_date.is_some_and(|at| at <= chrono::Utc::now().timestamp()) {
+                        return error(400, "Bad Request: INVITE_HASH_EXPIRED");
+                    }
+                    link.is_revoked = true;
+                    let mut result = json!({
+                        "invite_link": link.link, "creator": bot, "creates_join_request": link.creates_join_request,
+                        "is_primary": false, "is_revoked": true,
+                    });
+                    if let Some(m) = link.member_limit {
+                        result["member_limit"] = json!(m);
                     }
                     ok(result)
                 }

@@ -86,14 +86,14 @@ async fn complete_loop(ctx: Arc<JobContext>, mut rx: mpsc::Receiver<Completion>,
 /// Writes a batch in one transaction; if that fails (or a job's lease was lost), each job again
 /// in a transaction of its own, so one bad outcome never holds back the others.
 async fn complete(ctx: &JobContext, batch: Vec<Completion>) {
-    let (db, worker_id) = (&ctx.db, ctx.worker_id.as_str());
-    complete_batch(db, worker_id, &batch).await;
+    complete_batch(ctx, &batch).await;
     for completion in &batch {
         ctx.held.release(&completion.job.id);
     }
 }
 
-async fn complete_batch(db: &Db, worker_id: &str, batch: &[Completion]) {
+async fn complete_batch(ctx: &JobContext, batch: &[Completion]) {
+    let (db, worker_id) = (&ctx.db, ctx.worker_id.as_str());
     match complete_together(db, worker_id, batch).await {
         Ok(true) => return,
         Ok(false) => tracing::info!(jobs = batch.len(), "a job's lease was lost; completing the batch job by job"),
@@ -102,11 +102,11 @@ async fn complete_batch(db: &Db, worker_id: &str, batch: &[Completion]) {
     for completion in batch {
         if let Err(e) = complete_alone(db, worker_id, completion).await {
             let job = &completion.job;
-            // Our own failure (database, bug), not the provider's: try again soon without
-            // counting it against the retry budget. If even this fails, the lease expires and
-            // the sweeper recovers the job.
+            // Our own failure (database, bug), not the provider's: again after a backoff, on the
+            // internal-error budget. If even this fails, the lease expires and the sweeper
+            // recovers the job.
             tracing::error!(job.id = %job.id, job.queue = %job.queue, error = %e, "could not record a job's outcome");
-            let retry = super::internal_error_retry();
+            let retry = super::internal_error_retry(&ctx.tuning, job, &format!("could not record the outcome: {e}"));
             let handed_back = async { jobs::finish(&mut *db.conn().await?, &job.id, worker_id, &retry, now_ms()).await };
             if let Err(e) = handed_back.await {
                 tracing::error!(job.id = %job.id, error = %e, "could not hand the job back");

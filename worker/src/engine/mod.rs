@@ -27,6 +27,7 @@ use std::future::Future;
 use futures::future::BoxFuture;
 use hilt_shared::{
     queue::Queue,
+    service::delivery,
     storage::jobs::{Finish, JobRow},
 };
 use serde::de::DeserializeOwned;
@@ -75,10 +76,19 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Our own failure (database, bug, panic), not the provider's: the job runs again in 5 s
-    /// without counting against its retry budget.
-    pub fn internal_error() -> Self {
-        Outcome::Finish(internal_error_retry())
+    /// Our own failure (database, bug, panic), not the provider's: see [`internal_error_retry`].
+    /// Once the job's internal-error budget is spent, a delivery or access removal goes to
+    /// manual review with a support ticket (so the sweeper does not start it again unseen).
+    pub fn internal_error(ctx: &JobContext, job: &JobRow, error: &str) -> Self {
+        match internal_error_retry(&ctx.tuning, job, error) {
+            Finish::Dead { error } => match Queue::parse(&job.queue) {
+                Some(queue @ (Queue::Delivery | Queue::Revoke)) => {
+                    Outcome::record(GiveUp { queue, job_id: job.id.clone(), membership_id: job.membership_id.clone(), error })
+                }
+                _ => Outcome::Finish(Finish::Dead { error }),
+            },
+            retry => Outcome::Finish(retry),
+        }
     }
 
     pub fn done() -> Self {
@@ -94,10 +104,40 @@ impl Outcome {
     }
 }
 
-/// The finish of [`Outcome::internal_error`].
-pub fn internal_error_retry() -> Finish {
-    let at = hilt_shared::clock::now_ms() + 5_000;
-    Finish::RetryAt { at, error: Some("internal_error".into()), failed: false }
+/// How a run that failed inside the worker finishes: again after an exponential backoff with
+/// jitter (`Tuning::internal_error_backoff`: 5 s doubling to at most 5 min), or `dead` with
+/// `internal_error: …` once the job has failed this way `internal_error_budget` times.
+pub fn internal_error_retry(tuning: &crate::Tuning, job: &JobRow, error: &str) -> Finish {
+    let error: String = format!("internal_error: {error}").chars().take(500).collect();
+    let spent = usize::try_from(job.internal_errors).unwrap_or(usize::MAX);
+    match backon::BackoffBuilder::build(tuning.internal_error_backoff).nth(spent) {
+        Some(delay) => {
+            let at = hilt_shared::clock::now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            Finish::InternalError { at, error }
+        }
+        None => Finish::Dead { error },
+    }
+}
+
+/// A delivery or access removal whose internal-error budget is spent: manual review and a
+/// ticket, written by the completer ([`delivery::stop_after_internal_errors`]).
+struct GiveUp {
+    queue: Queue,
+    job_id: String,
+    membership_id: Option<String>,
+    error: String,
+}
+
+impl Record for GiveUp {
+    fn record<'c>(&'c self, conn: &'c mut AnyConnection, now: i64) -> BoxFuture<'c, anyhow::Result<Finish>> {
+        Box::pin(async move {
+            if let Some(membership_id) = &self.membership_id {
+                let removal = self.queue == Queue::Revoke;
+                delivery::stop_after_internal_errors(conn, membership_id, &self.job_id, removal, &self.error, now).await?;
+            }
+            Ok(Finish::Dead { error: self.error.clone() })
+        })
+    }
 }
 
 /// The writes of an outcome, run inside a completer transaction that may hold many jobs.

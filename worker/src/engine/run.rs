@@ -116,7 +116,7 @@ async fn handle(job: JobRow, runtime: Data<Runtime>) -> Result<(), BoxDynError> 
         Ok(outcome) => outcome,
         Err(_) => {
             tracing::error!(job.id = %job.id, job.queue = %job.queue, "job panicked");
-            super::Outcome::internal_error()
+            super::Outcome::internal_error(&runtime.ctx, &job, "the job panicked")
         }
     };
     runtime.completer.send(job, outcome).await;

@@ -55,7 +55,9 @@ pub async fn prepare(
     Ok(Err(outcome))
 }
 
-/// Writes the attempt row and commits, so the attempt exists before the provider is called.
+/// Writes the attempt row, counts it on the membership, and commits, so the attempt exists
+/// before the provider is called. An attempt an earlier run of this job left unfinished (it
+/// failed inside the worker) is closed first as `worker_lost`: its outcome is unknown.
 pub async fn start(
     ctx: &JobContext,
     job: &JobRow,
@@ -68,8 +70,10 @@ pub async fn start(
 ) -> anyhow::Result<(AttemptRow, MembershipRow, ProductRow)> {
     let Ready { mut tx, membership, product } = ready;
     let mut attempt = new_attempt(ctx, job, &membership, trigger, payment_id, provider, request_summary, now);
+    attempts::abandon_for_jobs(&mut tx, std::slice::from_ref(&job.id), now).await?;
     attempt.number = attempts::max_number(&mut tx, &membership.id).await? + 1;
     attempts::insert(&mut tx, &attempt).await?;
+    memberships::count_attempt(&mut tx, &membership.id).await?;
     tx.commit().await?;
     Ok((attempt, membership, product))
 }
@@ -105,5 +109,7 @@ pub fn new_attempt(
         started_at: now,
         finished_at: None,
         duration_ms: None,
+        invite_link: None,
+        invite_link_revoked_at: None,
     }
 }

@@ -20,14 +20,11 @@ use hilt_shared::{
 use sqlx::AnyConnection;
 use tracing::Instrument;
 
-use super::attempt;
+use super::{AttemptError, attempt, invite_links, provider_result};
 use crate::{
     JobContext,
     engine::{Job, Outcome, Record},
 };
-
-/// Invite links stay valid this long; a buyer who misses it gets a new one from a retry.
-const INVITE_VALIDITY_MS: i64 = 7 * 86_400_000;
 
 /// How access is handed over for a product, given what is configured.
 enum Plan {
@@ -103,7 +100,7 @@ impl Job for Delivery {
             let mut attempt =
                 attempt::new_attempt(ctx, job, &membership, intent.trigger, intent.payment_id.clone(), plan.provider(), summary, now);
             attempt.duration_ms = Some(0);
-            let result = hand_over(ctx, &plan, &membership, &attempt.id).await;
+            let result = provider_result(hand_over(ctx, &plan, &membership, &product, &attempt.id).await)?;
             return Ok(Outcome::record(outcome(ctx, job, intent, attempt, result, false)));
         }
 
@@ -115,13 +112,13 @@ impl Job for Delivery {
         };
         let plan = Plan::for_product(ctx, &ready.product);
         let summary = request_summary(&plan, &ready.membership);
-        let (mut attempt, membership, _) =
+        let (mut attempt, membership, product) =
             attempt::start(ctx, job, ready, intent.trigger, intent.payment_id.clone(), plan.provider(), summary, now).await?;
 
         // 2. The provider call, outside any transaction.
         let started = Instant::now();
         let span = tracing::info_span!("attempt", attempt.id = %attempt.id, provider = plan.provider());
-        let result = hand_over(ctx, &plan, &membership, &attempt.id).instrument(span).await;
+        let result = provider_result(hand_over(ctx, &plan, &membership, &product, &attempt.id).instrument(span).await)?;
         attempt.duration_ms = Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
         if let Err(e) = &result {
             ctx.auth_breaker.record(plan.provider(), e.http_status);
@@ -156,7 +153,7 @@ fn outcome(
 fn request_summary(plan: &Plan, m: &MembershipRow) -> String {
     match plan {
         Plan::Telegram { chat_id } => format!(
-            "telegram chat {chat_id}: lift removal, single-use invite link, send to {}",
+            "telegram chat {chat_id}: lift removal, revoke earlier links, single-use invite link, send to {}",
             if m.telegram_user_id.is_some() { "the buyer by DM" } else { "the buyer's email" }
         ),
         Plan::Discord { guild_id, role_id } => format!(
@@ -169,19 +166,21 @@ fn request_summary(plan: &Plan, m: &MembershipRow) -> String {
     }
 }
 
-async fn hand_over(ctx: &JobContext, plan: &Plan, m: &MembershipRow, attempt_id: &str) -> Result<Delivered, ProviderError> {
+async fn hand_over(ctx: &JobContext, plan: &Plan, m: &MembershipRow, product: &ProductRow, attempt_id: &str) -> Result<Delivered, AttemptError> {
     ctx.auth_breaker.check(plan.provider())?;
     match plan {
         Plan::Telegram { chat_id } => {
-            let Some(tg) = &ctx.providers.telegram else { return Err(ProviderError::not_configured("telegram")) };
+            let Some(tg) = &ctx.providers.telegram else { return Err(ProviderError::not_configured("telegram").into()) };
             if m.telegram_user_id.is_none() && m.email.is_none() {
-                return Err(ProviderError::identity_missing("telegram_user_id or email"));
+                return Err(ProviderError::identity_missing("telegram_user_id or email").into());
             }
             if let Some(user) = m.telegram_user_id {
                 tg.lift_removal(*chat_id, user).await?;
             }
-            let expire = chrono::DateTime::from_timestamp_millis(now_ms() + INVITE_VALIDITY_MS).unwrap_or_default();
-            let link = tg.create_invite_link(*chat_id, expire, &m.id).await?;
+            // Whatever an earlier attempt handed out (or may have, if it was lost mid-call)
+            // stops working before a new link exists: one live link per membership at most.
+            invite_links::revoke_all(ctx, tg, *chat_id, &m.id).await?;
+            let link = invite_links::create(ctx, tg, *chat_id, m, product, attempt_id).await?;
             let text = invite_text(&link);
             let dm = match m.telegram_user_id {
                 Some(user) => tg.send_message(user, &text).await,
@@ -194,12 +193,12 @@ async fn hand_over(ctx: &JobContext, plan: &Plan, m: &MembershipRow, attempt_id:
                     ctx.providers.mailer.send(email, "Your access link", &text, None, attempt_id).await?;
                     Ok(Delivered { invite_url: Some(link), fallback_used: false, via: "email" })
                 }
-                (Err(e), _) => Err(e),
+                (Err(e), _) => Err(e.into()),
             }
         }
         Plan::Discord { guild_id, role_id } => {
-            let Some(dc) = &ctx.providers.discord else { return Err(ProviderError::not_configured("discord")) };
-            let Some(user) = &m.discord_user_id else { return Err(ProviderError::identity_missing("discord_user_id")) };
+            let Some(dc) = &ctx.providers.discord else { return Err(ProviderError::not_configured("discord").into()) };
+            let Some(user) = &m.discord_user_id else { return Err(ProviderError::identity_missing("discord_user_id").into()) };
             dc.grant_role(guild_id, user, role_id, m.discord_access_token.as_deref()).await?;
             Ok(Delivered { invite_url: None, fallback_used: false, via: "discord_role" })
         }
@@ -219,7 +218,8 @@ async fn hand_over(ctx: &JobContext, plan: &Plan, m: &MembershipRow, attempt_id:
         }
         Plan::NotConfigured => Err(ProviderError::not_configured(
             "delivery for this product (no bot token with a chat/guild, and no fallback_invite_url)",
-        )),
+        )
+        .into()),
     }
 }
 

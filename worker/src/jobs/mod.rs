@@ -2,12 +2,13 @@
 
 pub mod attempt;
 pub mod delivery;
+pub mod invite_links;
 pub mod noop;
 pub mod proof_email;
 pub mod revoke;
 pub mod webhook;
 
-use hilt_shared::{queue::Queue, storage::jobs::JobRow};
+use hilt_shared::{providers::ProviderError, queue::Queue, storage::jobs::JobRow};
 
 use crate::{
     JobContext,
@@ -15,7 +16,7 @@ use crate::{
 };
 
 /// Runs a claimed job and returns its outcome; errors of our own (database, bug) become a
-/// retry that does not count against the job's budget.
+/// retry on the internal-error budget, not the job's retry budget.
 pub async fn execute(ctx: &JobContext, job: &JobRow) -> Outcome {
     let started = std::time::Instant::now();
     let outcome = match Queue::parse(&job.queue) {
@@ -33,7 +34,7 @@ pub async fn execute(ctx: &JobContext, job: &JobRow) -> Outcome {
         }
         Err(e) => {
             tracing::error!(error = %e, "job failed inside the worker");
-            Outcome::internal_error()
+            Outcome::internal_error(ctx, job, &e.to_string())
         }
     }
 }
@@ -42,5 +43,35 @@ async fn run<J: Job>(ctx: &JobContext, job: &JobRow) -> anyhow::Result<Outcome> 
     match serde_json::from_str::<J::Payload>(&job.payload) {
         Ok(payload) => J::run(ctx, job, payload).await,
         Err(_) => Ok(Outcome::dead("unreadable job payload")),
+    }
+}
+
+/// How a provider attempt can fail: the provider answered with an error (classified, retried
+/// on the job's schedule), or we failed on our side (database, bug: the internal-error budget).
+#[derive(Debug)]
+pub enum AttemptError {
+    Provider(ProviderError),
+    Internal(anyhow::Error),
+}
+
+impl From<ProviderError> for AttemptError {
+    fn from(e: ProviderError) -> Self {
+        AttemptError::Provider(e)
+    }
+}
+
+impl From<sqlx::Error> for AttemptError {
+    fn from(e: sqlx::Error) -> Self {
+        AttemptError::Internal(e.into())
+    }
+}
+
+/// Splits an attempt's result: our own failure becomes the run's error (the internal-error
+/// path), the provider's answer stays the attempt's result.
+pub fn provider_result<T>(result: Result<T, AttemptError>) -> anyhow::Result<Result<T, ProviderError>> {
+    match result {
+        Ok(value) => Ok(Ok(value)),
+        Err(AttemptError::Provider(e)) => Ok(Err(e)),
+        Err(AttemptError::Internal(e)) => Err(e),
     }
 }

@@ -23,7 +23,7 @@ use hilt_shared::{
 use sqlx::AnyConnection;
 use tracing::Instrument;
 
-use super::attempt;
+use super::{AttemptError, attempt, invite_links, provider_result};
 use crate::{
     JobContext,
     engine::{Job, Outcome, Record},
@@ -31,22 +31,19 @@ use crate::{
 
 /// What removing access means for a product, given what is configured and known.
 enum Plan {
-    Telegram { chat_id: i64, user_id: i64 },
+    /// Revoke the membership's live invite links, then remove the buyer when their id is known
+    /// (a buyer who got the link by email is known to Telegram only through the link).
+    Telegram { chat_id: i64, user_id: Option<i64> },
     Discord { guild_id: String, role_id: String, user_id: String },
-    /// Nothing Hilt can remove: access was a link (fallback, or a Telegram invite sent by
-    /// email to a buyer whose Telegram id is unknown).
+    /// Nothing Hilt can remove: access was the product's fallback link, or an unknown user.
     Nothing { provider: &'static str, why: &'static str },
 }
 
 impl Plan {
     fn for_membership(ctx: &JobContext, product: &ProductRow, m: &MembershipRow) -> Self {
         match Platform::parse(&product.platform) {
-            Some(Platform::Telegram) => match (&ctx.providers.telegram, product.telegram_chat_id, m.telegram_user_id) {
-                (Some(_), Some(chat_id), Some(user_id)) => Plan::Telegram { chat_id, user_id },
-                (Some(_), Some(_), None) => Plan::Nothing {
-                    provider: "telegram",
-                    why: "the buyer's Telegram user id is unknown (access was a single-use link); nothing to remove",
-                },
+            Some(Platform::Telegram) => match (&ctx.providers.telegram, product.telegram_chat_id) {
+                (Some(_), Some(chat_id)) => Plan::Telegram { chat_id, user_id: m.telegram_user_id },
                 _ => Plan::Nothing { provider: "fallback", why: "no Telegram automation for this product (fallback link only); nothing to remove" },
             },
             Some(Platform::Discord) => {
@@ -74,7 +71,12 @@ impl Plan {
 
     fn request_summary(&self) -> String {
         match self {
-            Plan::Telegram { chat_id, .. } => format!("telegram chat {chat_id}: remove the buyer without a permanent ban (ban + unban)"),
+            Plan::Telegram { chat_id, user_id: Some(_) } => {
+                format!("telegram chat {chat_id}: revoke the buyer's invite links, remove the buyer without a permanent ban (ban + unban)")
+            }
+            Plan::Telegram { chat_id, user_id: None } => format!(
+                "telegram chat {chat_id}: revoke the buyer's invite links (the buyer's Telegram user id is unknown, so a member who joined cannot be removed)"
+            ),
             Plan::Discord { guild_id, role_id, user_id } => format!("discord guild {guild_id}: remove role {role_id} from user {user_id}"),
             Plan::Nothing { why, .. } => (*why).to_owned(),
         }
@@ -100,7 +102,7 @@ impl Job for Revoke {
 
         let started = Instant::now();
         let span = tracing::info_span!("attempt", attempt.id = %attempt.id, provider = plan.provider());
-        let result = remove(ctx, &plan).instrument(span).await;
+        let result = provider_result(remove(ctx, &plan, &intent.membership_id).instrument(span).await)?;
         attempt.duration_ms = Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
         if let Err(e) = &result {
             ctx.auth_breaker.record(plan.provider(), e.http_status);
@@ -119,21 +121,26 @@ fn nothing_to_do(m: &MembershipRow) -> Option<&'static str> {
 }
 
 /// Calls the provider; `Ok` carries the response summary.
-async fn remove(ctx: &JobContext, plan: &Plan) -> Result<String, ProviderError> {
+async fn remove(ctx: &JobContext, plan: &Plan, membership_id: &str) -> Result<String, AttemptError> {
     ctx.auth_breaker.check(plan.provider())?;
     match plan {
         Plan::Telegram { chat_id, user_id } => {
-            let Some(tg) = &ctx.providers.telegram else { return Err(ProviderError::not_configured("telegram")) };
+            let Some(tg) = &ctx.providers.telegram else { return Err(ProviderError::not_configured("telegram").into()) };
+            // Links first: a link left live would let the buyer straight back in.
+            let links = invite_links::revoke_all(ctx, tg, *chat_id, membership_id).await?;
+            let Some(user_id) = user_id else {
+                return Ok(format!("{links} invite link(s) revoked; the buyer's Telegram user id is unknown, so nobody was removed"));
+            };
             tg.remove_member(*chat_id, *user_id).await?;
-            Ok("removed from the chat; the ban was lifted so the buyer can rejoin after paying".into())
+            Ok(format!("{links} invite link(s) revoked; removed from the chat, the ban lifted so the buyer can rejoin after paying"))
         }
         Plan::Discord { guild_id, role_id, user_id } => {
-            let Some(dc) = &ctx.providers.discord else { return Err(ProviderError::not_configured("discord")) };
+            let Some(dc) = &ctx.providers.discord else { return Err(ProviderError::not_configured("discord").into()) };
             match dc.remove_role(guild_id, user_id, role_id).await {
                 Ok(()) => Ok("role removed".into()),
                 // Someone who left the guild has no role to remove.
                 Err(e) if e.code == "member_not_in_guild" => Ok("the member already left the guild; no role to remove".into()),
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             }
         }
         Plan::Nothing { why, .. } => Ok((*why).to_owned()),
