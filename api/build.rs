@@ -1,6 +1,7 @@
 //! Tests that need PostgreSQL are compiled as ignored (reported as skipped, never as passed)
 //! unless `HILT_TEST_DATABASE_URL` is set when they are built; the PgBouncer test also needs
-//! `HILT_TEST_PGBOUNCER_URL`.
+//! `HILT_TEST_PGBOUNCER_URL`; the fault tests that stop a PostgreSQL of their own need its
+//! server binaries in `HILT_TEST_PG_BINDIR` (`initdb`, `pg_ctl`).
 
 fn main() {
     // PostgreSQL tests, and the one that also needs a PgBouncer in front of it.
@@ -10,5 +11,10 @@ fn main() {
         if std::env::var(var).is_ok_and(|url| !url.is_empty()) && std::env::var("HILT_TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty()) {
             println!("cargo::rustc-cfg={cfg}");
         }
+    }
+    println!("cargo::rustc-check-cfg=cfg(hilt_test_private_postgres)");
+    println!("cargo::rerun-if-env-changed=HILT_TEST_PG_BINDIR");
+    if std::env::var("HILT_TEST_PG_BINDIR").is_ok_and(|dir| std::path::Path::new(&dir).join("initdb").exists()) {
+        println!("cargo::rustc-cfg=hilt_test_private_postgres");
     }
 }

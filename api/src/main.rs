@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hilt_api::state::AppState;
 use hilt_shared::{
-    config::Config, domain::ids::random_token, providers::Providers, service::merchants, shutdown, signing::ReceiptSigner, storage::Db, telemetry,
+    config::Config, domain::ids::random_token, providers::Providers, service::{merchants, oauth_tokens}, shutdown, signing::ReceiptSigner, storage::Db, telemetry,
 };
 use tokio::sync::watch;
 
@@ -59,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot open DATABASE_URL ({})", redact(&config.database_url)))?;
     if matches!(cli.command, Command::Migrate) || !config.skip_migrations {
         db.migrate().await.context("applying migrations")?;
+    }
+    if matches!(cli.command, Command::Worker | Command::Api | Command::Serve) {
+        oauth_tokens::check_at_start(&db, config.encryption_key.as_ref()).await?;
     }
     match cli.command {
         Command::Migrate => {

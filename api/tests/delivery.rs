@@ -62,6 +62,14 @@ backend_test!(discord_delivery_adds_the_role_or_joins_with_the_oauth_token, |app
     r.wait_for_status(&joiner, "delivered").await;
     assert_eq!(r.dc.roles_of(GUILD, "1001"), Some(vec![ROLE.to_owned()]));
     assert_eq!(r.dc.roles_of(GUILD, "1002"), Some(vec![ROLE.to_owned()]));
+    // The join used the token; at rest it is sealed (HILT_ENCRYPTION_KEY), never plaintext.
+    for sql in [
+        "SELECT discord_access_token FROM memberships WHERE id = $1",
+        "SELECT buyer_discord_access_token FROM payments WHERE membership_id = $1",
+    ] {
+        let stored: String = sqlx::query_scalar(sql).bind(&joiner).fetch_one(r.app.db.pool()).await.expect("stored token");
+        assert!(stored.starts_with("enc:v1:") && !stored.contains("oauth-1002"), "sealed at rest: {stored}");
+    }
     r.stop_workers().await;
 });
 

@@ -6,59 +6,19 @@
 mod common;
 
 use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
+use common::process::{Killed, free_port, hilt, sigterm, wait_exit};
 use futures::StreamExt;
 use hilt_shared::{
     testing::{BotRights, Failure, FakeTelegram},
 };
 use serde_json::{Value, json};
 
-const HILT: &str = env!("CARGO_BIN_EXE_hilt");
 const ADMIN: &str = "process-test-admin-token";
 const CHAT: i64 = -1009876543210;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// A `hilt` process with a clean environment (only what the test sets).
-fn hilt(args: &[&str], env: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(HILT);
-    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sigterm(child: &Child) {
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-}
-
-/// Waits for the process to exit on its own; its exit status.
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
 
 #[test]
 fn a_bad_setting_stops_the_process_naming_the_variable() {

@@ -32,7 +32,7 @@ async fn confirmed_backlog(r: &Rescue, n: usize) -> String {
                     buyer: BuyerInput::default(),
                     metadata: None,
                 };
-                let p = payments::create(&db, &merchant, input).await.expect("create payment");
+                let p = payments::create(&db, None, &merchant, input).await.expect("create payment");
                 payments::confirm(&db, &signer, &p.payment.id, &format!("tx-{batch}-{i}")).await.expect("confirm");
             }
         })

@@ -166,7 +166,7 @@ async fn confirm_payments(db: &Db, dir: &std::path::Path, n: usize) -> anyhow::R
             let (db, signer, merchant, product) = (db.clone(), signer.clone(), merchant.id.clone(), product.id.clone());
             async move {
                 let input = CreatePayment { product_id: product, amount: None, currency: None, wallet: Some(format!("w{i}")), buyer: BuyerInput::default(), metadata: None };
-                let p = payments::create(&db, &merchant, input).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let p = payments::create(&db, None, &merchant, input).await.map_err(|e| anyhow::anyhow!("{e}"))?;
                 payments::confirm(&db, &signer, &p.payment.id, &format!("tx{i}")).await.map_err(|e| anyhow::anyhow!("{e}"))?;
                 anyhow::Ok(())
             }

@@ -63,6 +63,17 @@ pub struct Config {
     #[arg(long, env = "HILT_RENEWAL_INTERVAL", value_name = "HILT_RENEWAL_INTERVAL", default_value = "1m", value_parser = parse_positive_period)]
     pub renewal_interval: Period,
 
+    /// Seals buyers' Discord OAuth tokens at rest (32 bytes, standard base64: `openssl rand
+    /// -base64 32`). Without it, payments carrying a token are refused (422), and a database
+    /// that already holds tokens will not start.
+    #[arg(long, env = "HILT_ENCRYPTION_KEY", value_name = "HILT_ENCRYPTION_KEY", hide_env_values = true)]
+    pub encryption_key: Option<crate::secrets::EncryptionKey>,
+
+    /// How long finished jobs, delivery attempts, events and webhook deliveries are kept; older
+    /// ones are pruned by the workers a bounded batch at a time (`worker::retention`).
+    #[arg(long, env = "HILT_RETENTION", value_name = "HILT_RETENTION", default_value = "90d", value_parser = parse_positive_period)]
+    pub retention: Period,
+
     #[arg(long, env = "HILT_RENEWAL_REMINDERS", value_name = "HILT_RENEWAL_REMINDERS", default_value = "7d,3d,1d", value_parser = parse_schedule)]
     pub renewal_reminders: Schedule,
 

@@ -5,6 +5,7 @@ pub mod config;
 pub mod domain;
 pub mod providers;
 pub mod queue;
+pub mod secrets;
 pub mod service;
 pub mod shutdown;
 pub mod signing;

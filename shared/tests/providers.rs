@@ -813,6 +813,34 @@ async fn discord_errors_are_classified() {
             status: Some(403),
         },
         Row {
+            name: "40007 buyer banned from the guild",
+            setup: |f| {
+                f.add_guild(GUILD);
+                f.add_role(GUILD, ROLE, 5);
+                f.add_oauth_token("oauth-banned", USER);
+                f.fail_next("add_member", Failure::discord(403, 40007, "The user is banned from this guild."));
+            },
+            call: Call::Grant(Some("oauth-banned")),
+            code: "user_banned",
+            class: MemberPermanent,
+            retry_after: None,
+            status: Some(403),
+        },
+        Row {
+            name: "30001 buyer already in 100 guilds",
+            setup: |f| {
+                f.add_guild(GUILD);
+                f.add_role(GUILD, ROLE, 5);
+                f.add_oauth_token("oauth-full", USER);
+                f.fail_next("add_member", Failure::discord(400, 30001, "Maximum number of guilds reached (100)"));
+            },
+            call: Call::Grant(Some("oauth-full")),
+            code: "user_guild_limit",
+            class: MemberPermanent,
+            retry_after: None,
+            status: Some(400),
+        },
+        Row {
             name: "50035 invalid form body",
             setup: |f| {
                 f.add_guild(GUILD);

@@ -44,6 +44,8 @@ pub struct Tuning {
     /// Delays after runs that failed inside the worker (database error, bug, panic); its
     /// number of delays is the budget, after which the job is dead (`engine::internal_error_retry`).
     pub internal_error_backoff: backon::ExponentialBuilder,
+    /// How often the lease holder prunes history older than `HILT_RETENTION` (`retention`).
+    pub retention_every: Duration,
 }
 
 impl Tuning {
@@ -68,6 +70,7 @@ impl Tuning {
                 .with_max_delay(Duration::from_secs(300))
                 .with_max_times(8)
                 .with_jitter(),
+            retention_every: Duration::from_secs(60),
         }
     }
 }

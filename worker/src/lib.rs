@@ -5,6 +5,7 @@ pub mod context;
 pub mod engine;
 pub mod jobs;
 pub mod renewal;
+pub mod retention;
 
 pub use context::{JobContext, Tuning};
 pub use engine::run::{run, run_with};

@@ -20,5 +20,6 @@ async fn main() -> anyhow::Result<()> {
     if !config.skip_migrations {
         db.migrate().await?;
     }
+    hilt_shared::service::oauth_tokens::check_at_start(&db, config.encryption_key.as_ref()).await?;
     hilt_worker::run(db, config, signal()).await
 }

@@ -21,7 +21,7 @@ pub async fn create_payment(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<CreatePayment>,
 ) -> Result<(StatusCode, Json<PaymentView>), ApiError> {
-    let payment = payments::create(&state.db, &merchant.id, input).await?;
+    let payment = payments::create(&state.db, state.config.encryption_key.as_ref(), &merchant.id, input).await?;
     Ok((StatusCode::CREATED, Json(PaymentView::from(&payment))))
 }
 

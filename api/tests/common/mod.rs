@@ -2,6 +2,7 @@
 //! fresh PostgreSQL database when `HILT_TEST_DATABASE_URL` is set).
 #![allow(dead_code)]
 
+pub mod process;
 pub mod rescue;
 
 use std::{sync::Arc, time::Duration};
@@ -18,6 +19,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
+/// The tests' `HILT_ENCRYPTION_KEY`: 32 bytes, base64.
+pub const ENCRYPTION_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 pub struct TestApp {
     pub router: Router,
@@ -74,6 +77,7 @@ impl TestApp {
         db.migrate().await.expect("migrate test database");
         let mut config = Config::for_database(url);
         config.admin_token = Some(ADMIN.into());
+        config.encryption_key = Some(ENCRYPTION_KEY.parse().expect("test key"));
         config.retry_schedule = hilt_shared::config::Schedule(vec!["10ms".parse().expect("period"); 3]);
         let config = Arc::new(config);
         // Each app signs with its own key file, created on first use like in production.

@@ -441,6 +441,16 @@ fn classify(status: u16, code: i64, retry_after_secs: Option<f64>) -> ProviderEr
             Configuration,
             "the bot lacks Manage Roles or the role is not below the bot's highest role".into(),
         ),
+        (30001, _) => (
+            "user_guild_limit",
+            MemberPermanent,
+            "the buyer is already in 100 Discord servers, Discord's limit; they must leave one".into(),
+        ),
+        (40007, _) => (
+            "user_banned",
+            MemberPermanent,
+            "the buyer is banned from the Discord server".into(),
+        ),
         (50025, _) => (
             "invalid_oauth_token",
             MemberPermanent,

@@ -320,22 +320,39 @@ async fn review_summary(
             }
         ));
     }
-    lines.push(next_step(error).into());
+    lines.push(next_step(error));
     Ok(lines.join("\n"))
 }
 
-fn next_step(error: &ProviderError) -> &'static str {
-    match (error.class, error.code.as_str()) {
-        (_, "user_blocked_bot" | "user_not_started_bot") => {
-            "Next step: ask the buyer to start (or unblock) the bot, then retry delivery."
+/// What a person should do about a provider error, on the delivery ticket (`docs/PROVIDERS.md`
+/// lists the same per error code).
+pub fn next_step(error: &ProviderError) -> String {
+    let step = match error.code.as_str() {
+        "user_blocked_bot" | "user_not_started_bot" => "ask the buyer to open the bot and press Start (or unblock it), then retry delivery",
+        "user_deactivated" => "the buyer's Telegram account is deleted: ask for their current account, update the membership, then retry delivery",
+        "unknown_user" | "identity_missing" | "identity_invalid" => "add the buyer's correct platform id to the membership, then retry delivery",
+        "member_not_in_guild" => "ask the buyer to join the Discord server (or sign in with Discord again so Hilt can add them), then retry delivery",
+        "invalid_oauth_token" => "ask the buyer to sign in with Discord again (the authorisation expired or was revoked), then retry delivery",
+        "user_guild_limit" => "ask the buyer to leave one Discord server (they are in 100, Discord's limit), then retry delivery",
+        "user_banned" => "the buyer is banned from the Discord server: a moderator lifts the ban if they should get in, then retry delivery",
+        "member_is_admin" => "the buyer is an owner or administrator of the chat, which a bot cannot remove: remove them by hand if needed",
+        "chat_migrated" => "none: Hilt moved the product to the supergroup's new chat id and tries again at once",
+        "chat_not_found" | "bot_not_in_chat" | "missing_access" => {
+            "add the bot to the chat or server (on Telegram as an administrator), then retry delivery"
         }
-        (_, "member_not_in_guild" | "invalid_oauth_token") => {
-            "Next step: ask the buyer to join the server or re-authorise, then retry delivery."
+        "missing_permissions" => {
+            "give the bot the rights it needs (Telegram: invite users and ban users; Discord: Manage Roles, with the bot's role above the product's role), then retry delivery"
         }
-        (_, "identity_missing" | "identity_invalid" | "unknown_user" | "user_deactivated") => "Next step: add the buyer's platform id to the membership, then retry delivery.",
-        (ErrorClass::Configuration, _) => "Next step: fix the bot's access or rights (see delivery diagnostics), then retry delivery.",
-        _ => "Next step: check delivery diagnostics, then retry delivery.",
-    }
+        "invalid_bot_token" => "set a valid bot token (HILT_TELEGRAM_BOT_TOKEN or HILT_DISCORD_BOT_TOKEN) and restart, then retry delivery",
+        "unknown_guild" | "unknown_role" => "fix the product's Discord server or role id, then retry delivery",
+        "not_configured" => "configure a bot token and the product's chat or server, or a fallback invite link, then retry delivery",
+        "rate_limited" => "none: Hilt waits as long as the provider asks before trying again",
+        _ if error.class == ErrorClass::Transient => {
+            "none yet: Hilt retries on its schedule; if it keeps failing, check the provider's status and the delivery diagnostics"
+        }
+        _ => "check the delivery diagnostics, then retry delivery",
+    };
+    format!("Next step: {step}.")
 }
 
 /// A finished removal of access (trigger `revoke`), as the worker saw it; `Ok` carries the

@@ -4,6 +4,7 @@ pub mod delivery;
 pub mod diagnostics;
 pub mod memberships;
 pub mod merchants;
+pub mod oauth_tokens;
 pub mod ops;
 pub mod payments;
 pub mod products;

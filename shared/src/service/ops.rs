@@ -362,6 +362,10 @@ pub async fn prometheus(db: &Db) -> Result<String, ServiceError> {
         out.push_str(&format!("hilt_delivery_attempt_duration_seconds_sum{{provider=\"{provider}\"}} {}\n", sum_ms as f64 / 1000.0));
         out.push_str(&format!("hilt_delivery_attempt_duration_seconds_count{{provider=\"{provider}\"}} {count}\n"));
     }
+    out.push_str("# HELP hilt_pruned_rows_total Rows pruned after HILT_RETENTION, by table.\n# TYPE hilt_pruned_rows_total counter\n");
+    for (table, n) in crate::storage::retention::pruned_totals(&mut conn).await? {
+        out.push_str(&format!("hilt_pruned_rows_total{{table=\"{table}\"}} {n}\n"));
+    }
     let live = workers::live(&mut conn, now - 30_000).await?.len();
     out.push_str(&format!("# HELP hilt_workers_live Workers that heartbeated in the last 30 s.\n# TYPE hilt_workers_live gauge\nhilt_workers_live {live}\n"));
     Ok(out)

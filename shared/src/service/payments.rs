@@ -4,6 +4,7 @@ use serde::Deserialize;
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
+use crate::secrets::EncryptionKey;
 use super::{ServiceError, discord_id, email, invalid, optional_text};
 use crate::{
     clock::{Millis, now_ms, rfc3339},
@@ -55,7 +56,14 @@ pub struct ConfirmPayment {
 
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 
-pub async fn create(db: &Db, merchant_id: &str, input: CreatePayment) -> Result<PaymentWithDelivery, ServiceError> {
+/// `tokens` seals the buyer's Discord OAuth token (`HILT_ENCRYPTION_KEY`); a token without it is
+/// refused (422), never stored in plaintext.
+pub async fn create(
+    db: &Db,
+    tokens: Option<&EncryptionKey>,
+    merchant_id: &str,
+    input: CreatePayment,
+) -> Result<PaymentWithDelivery, ServiceError> {
     let mut conn = db.conn().await?;
     let product = products::get(&mut conn, merchant_id, &input.product_id)
         .await?
@@ -98,7 +106,7 @@ pub async fn create(db: &Db, merchant_id: &str, input: CreatePayment) -> Result<
         buyer_email: email("buyer.email", buyer.email.as_deref())?,
         buyer_telegram_user_id: buyer.telegram_user_id,
         buyer_discord_user_id: discord_id("buyer.discord_user_id", buyer.discord_user_id.as_deref())?,
-        buyer_discord_access_token: optional_text("buyer.discord_access_token", buyer.discord_access_token.as_deref(), 512)?,
+        buyer_discord_access_token: sealed_token(tokens, buyer.discord_access_token.as_deref())?,
         buyer_handle: optional_text("buyer.handle", buyer.handle.as_deref(), 100)?,
         metadata,
         membership_id: None,
@@ -114,6 +122,17 @@ pub async fn create(db: &Db, merchant_id: &str, input: CreatePayment) -> Result<
     }
     payments::insert(&mut conn, &row).await?;
     Ok(PaymentWithDelivery { payment: row, delivery_status: None })
+}
+
+fn sealed_token(key: Option<&EncryptionKey>, token: Option<&str>) -> Result<Option<String>, ServiceError> {
+    let Some(token) = optional_text("buyer.discord_access_token", token, 512)? else { return Ok(None) };
+    match key {
+        Some(key) => Ok(Some(key.seal(&token))),
+        None => Err(invalid(
+            "buyer.discord_access_token",
+            "this Hilt has no HILT_ENCRYPTION_KEY, so it cannot keep OAuth tokens; send discord_user_id alone, or ask the operator to set the key",
+        )),
+    }
 }
 
 pub async fn get(db: &Db, merchant_id: &str, id: &str) -> Result<PaymentWithDelivery, ServiceError> {

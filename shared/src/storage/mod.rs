@@ -16,6 +16,7 @@ pub mod receipt_keys;
 pub mod receipts;
 pub mod renewal_reminders;
 pub mod renewals;
+pub mod retention;
 pub mod workers;
 pub mod support;
 pub mod webhook_deliveries;

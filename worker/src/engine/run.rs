@@ -8,7 +8,7 @@ use hilt_shared::{
     clock::now_ms,
     config::Config,
     providers::Providers,
-    storage::{Backend, Db, jobs::{self, JobRow}, workers},
+    storage::{Backend, Db, jobs::{self, JobRow}, leases, workers},
 };
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -50,6 +50,7 @@ pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> +
     let mut background = vec![
         tokio::spawn(sweep::sweep_loop(ctx.clone(), rest.clone())),
         tokio::spawn(crate::renewal::run_loop(ctx.clone(), rest.clone())),
+        tokio::spawn(crate::retention::run_loop(ctx.clone(), rest.clone())),
     ];
     if ctx.db.backend() == Backend::Postgres {
         let url = ctx.config.wake_database_url.clone().unwrap_or_else(|| ctx.config.database_url.clone());
@@ -95,6 +96,10 @@ pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> +
     let handed_back = jobs::release_worker(&mut tx, &ctx.worker_id, now).await?;
     sweep::put_back(&mut tx, &handed_back, now).await?;
     workers::mark_stopped(&mut tx, &ctx.worker_id, now).await?;
+    // The periodic duties this worker held pass to another worker at once, not when they expire.
+    for lease in [sweep::LEASE_NAME, crate::renewal::LEASE_NAME, crate::retention::LEASE_NAME] {
+        leases::release(&mut tx, lease, &ctx.worker_id).await?;
+    }
     tx.commit().await?;
     tracing::info!(worker.id = %ctx.worker_id, handed_back = handed_back.len(), "worker stopped");
     result.map_err(|e| anyhow::anyhow!("worker monitor: {e}"))

@@ -199,7 +199,8 @@ async fn hand_over(ctx: &JobContext, plan: &Plan, m: &MembershipRow, product: &P
         Plan::Discord { guild_id, role_id } => {
             let Some(dc) = &ctx.providers.discord else { return Err(ProviderError::not_configured("discord").into()) };
             let Some(user) = &m.discord_user_id else { return Err(ProviderError::identity_missing("discord_user_id").into()) };
-            dc.grant_role(guild_id, user, role_id, m.discord_access_token.as_deref()).await?;
+            let token = oauth_token(ctx, m)?;
+            dc.grant_role(guild_id, user, role_id, token.as_deref()).await?;
             Ok(Delivered { invite_url: None, fallback_used: false, via: "discord_role" })
         }
         Plan::Fallback { url } => {
@@ -221,6 +222,16 @@ async fn hand_over(ctx: &JobContext, plan: &Plan, m: &MembershipRow, product: &P
         )
         .into()),
     }
+}
+
+/// The buyer's Discord OAuth token, opened with `HILT_ENCRYPTION_KEY` (stored sealed, see
+/// `hilt_shared::secrets`). A token that cannot be opened is our failure, not the buyer's.
+fn oauth_token(ctx: &JobContext, m: &MembershipRow) -> Result<Option<String>, AttemptError> {
+    let Some(sealed) = &m.discord_access_token else { return Ok(None) };
+    let Some(key) = &ctx.config.encryption_key else {
+        return Err(AttemptError::Internal(anyhow::anyhow!("HILT_ENCRYPTION_KEY is not set, but the membership holds a sealed OAuth token")));
+    };
+    key.open(sealed).map(Some).map_err(|e| AttemptError::Internal(e.into()))
 }
 
 fn invite_text(link: &str) -> String {

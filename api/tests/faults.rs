@@ -1,0 +1,170 @@
+//! Faults, with real processes and a PostgreSQL of the test's own (never the shared one):
+//! the database stopped mid-burst, and an API killed right after a commit.
+
+mod common;
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use common::process::{Killed, PrivatePostgres, free_port, hilt};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "fault-test-admin-token";
+
+/// `hilt api` and `hilt worker` processes on one private PostgreSQL.
+struct Cluster {
+    pg: PrivatePostgres,
+    dir: tempfile::TempDir,
+    port: u16,
+    processes: Vec<Killed>,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let pg = PrivatePostgres::start();
+        let this = Self { pg, dir: tempfile::tempdir().expect("dir"), port: free_port(), processes: Vec::new(), http: reqwest::Client::new() };
+        let out = hilt(&["migrate"], &this.env("migrate")).output().expect("migrate");
+        assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
+        this
+    }
+
+    fn env(&self, name: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", format!("{}?application_name={name}", self.pg.url())),
+            ("HILT_LISTEN", format!("127.0.0.1:{}", self.port)),
+            ("HILT_ADMIN_TOKEN", ADMIN.to_owned()),
+            ("HILT_OUTBOX_DIR", self.dir.path().join("outbox").display().to_string()),
+            ("HILT_RECEIPT_KEY_FILE", self.dir.path().join("key").display().to_string()),
+            ("HILT_LOG_FORMAT", "json".to_owned()),
+        ]
+    }
+
+    fn start_process(&mut self, role: &str, name: &str) -> usize {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log");
+        let child = hilt(&[role], &self.env(name)).stdout(Stdio::null()).stderr(log).spawn().expect("spawn");
+        self.processes.push(Killed(child));
+        self.processes.len() - 1
+    }
+
+    async fn request(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self.http.request(method, format!("http://127.0.0.1:{}{path}", self.port)).bearer_auth(token).timeout(Duration::from_secs(30));
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        let r = r.send().await.expect("the API answers");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn wait_ready(&self, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = self.http.get(format!("http://127.0.0.1:{}/readyz", self.port)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(started.elapsed() < limit, "not ready within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A merchant with a fallback-link product (deliveries call no provider); (key, product).
+    async fn merchant(&self) -> (String, String) {
+        let (_, m) = self.request(reqwest::Method::POST, "/v1/admin/merchants", ADMIN, Some(json!({"name": "Faults"}))).await;
+        let key = m["api_key"].as_str().expect("key").to_owned();
+        let (_, p) = self.request(reqwest::Method::POST, "/v1/products", &key, Some(json!({"name": "Link", "platform": "telegram",
+            "fallback_invite_url": "https://t.me/+link", "price": {"amount": "5", "currency": "USDC"}}))).await;
+        (key, p["id"].as_str().expect("product").to_owned())
+    }
+
+    /// Pays and confirms `range.len()` payments, 8 at a time; each must succeed.
+    async fn pay(&self, key: &str, product: &str, range: std::ops::Range<usize>) {
+        futures::stream::iter(range)
+            .map(|i| async move {
+                let (status, p) = self.request(reqwest::Method::POST, "/v1/payments", key, Some(json!({"product_id": product, "wallet": format!("w-{i}")}))).await;
+                assert_eq!(status, 201, "{p}");
+                let id = p["id"].as_str().expect("id");
+                let (status, c) = self.request(reqwest::Method::POST, &format!("/v1/payments/{id}/confirm"), ADMIN, Some(json!({"tx_signature": format!("tx-{i}")}))).await;
+                assert_eq!(status, 200, "{c}");
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    async fn scalar(&self, sql: &'static str) -> i64 {
+        let db = hilt_shared::storage::Db::connect(&self.pg.url(), 1).await.expect("connect");
+        sqlx::query_scalar(sql).fetch_one(db.pool()).await.expect("query")
+    }
+
+    async fn wait_delivered(&self, n: i64, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            let delivered = self.scalar("SELECT COUNT(*) FROM memberships WHERE delivery_status = 'delivered'").await;
+            if delivered == n {
+                return;
+            }
+            assert!(started.elapsed() < limit, "only {delivered} of {n} delivered after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn each_delivered_once(&self, n: i64) {
+        assert_eq!(self.scalar("SELECT COUNT(*) FROM payments WHERE status = 'confirmed'").await, n);
+        assert_eq!(self.scalar("SELECT COUNT(*) FROM delivery_attempts WHERE outcome = 'succeeded'").await, n, "one succeeded attempt each");
+        assert_eq!(self.scalar("SELECT COUNT(DISTINCT membership_id) FROM delivery_attempts WHERE outcome = 'succeeded'").await, n);
+        assert_eq!(self.scalar("SELECT COUNT(*) FROM events WHERE type = 'delivery.succeeded'").await, n, "one event each");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(hilt_test_private_postgres), ignore = "needs HILT_TEST_PG_BINDIR (initdb, pg_ctl)")]
+async fn postgres_stopped_for_10_s_mid_burst_answers_503_and_loses_nothing() {
+    let mut c = Cluster::start();
+    c.start_process("api", "api");
+    c.start_process("worker", "worker");
+    c.wait_ready(Duration::from_secs(20)).await;
+    let (key, product) = c.merchant().await;
+    c.pay(&key, &product, 0..100).await;
+
+    c.pg.stop();
+    let stopped = Instant::now();
+    // While it is down: writes are refused with 503 in the error shape, readiness is red.
+    let (status, body) = c.request(reqwest::Method::POST, "/v1/payments", &key, Some(json!({"product_id": product, "wallet": "down"}))).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    let (status, ready) = c.request(reqwest::Method::GET, "/readyz", ADMIN, None).await;
+    assert_eq!(status, 503, "{ready}");
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed())).await;
+    c.pg.resume();
+
+    // Back: every process recovers by itself, and everything is delivered once.
+    c.wait_ready(Duration::from_secs(30)).await;
+    c.pay(&key, &product, 100..200).await;
+    c.wait_delivered(200, Duration::from_secs(60)).await;
+    c.each_delivered_once(200).await;
+    assert_eq!(c.scalar("SELECT COUNT(*) FROM payments").await, 200, "the refused payment left nothing behind");
+    for p in &mut c.processes {
+        assert!(p.0.try_wait().expect("status").is_none(), "no process died of the outage");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(hilt_test_private_postgres), ignore = "needs HILT_TEST_PG_BINDIR (initdb, pg_ctl)")]
+async fn an_api_killed_right_after_its_commits_loses_no_delivery() {
+    let mut c = Cluster::start();
+    let api = c.start_process("api", "api");
+    c.wait_ready(Duration::from_secs(20)).await;
+    let (key, product) = c.merchant().await;
+    // No worker runs yet: the confirmed payments exist only as committed rows.
+    c.pay(&key, &product, 0..50).await;
+    c.processes[api].0.kill().expect("SIGKILL the API");
+    c.start_process("worker", "worker");
+    c.wait_delivered(50, Duration::from_secs(30)).await;
+    c.each_delivered_once(50).await;
+}

@@ -1,0 +1,66 @@
+//! Retention: history older than `HILT_RETENTION` (finished jobs, delivery attempts, webhook
+//! deliveries, events) is pruned by one worker at a time (the `retention` lease), every
+//! `Tuning::retention_every`, in bounded batches per pass, so a large history is worked off
+//! over several passes instead of one long delete. Totals are on `/metrics`
+//! (`hilt_pruned_rows_total`).
+
+use std::sync::Arc;
+
+use hilt_shared::{
+    clock::now_ms,
+    storage::{leases, retention},
+};
+use tokio::sync::watch;
+
+use crate::JobContext;
+
+pub const LEASE_NAME: &str = "retention";
+/// Rows deleted per statement, and statements per table and pass.
+const BATCH: i64 = 1_000;
+const BATCHES_PER_PASS: usize = 10;
+
+/// Rows pruned by one pass, by table (in `retention::TABLES` order).
+pub type Pruned = Vec<(&'static str, u64)>;
+
+/// The background loop every worker runs; only the lease holder prunes.
+pub async fn run_loop(ctx: Arc<JobContext>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = tick(&ctx).await {
+            tracing::warn!(error = %e, "retention pass failed; retrying next interval");
+        }
+        if tokio::time::timeout(ctx.tuning.retention_every, stop.wait_for(|s| *s)).await.is_ok() {
+            return;
+        }
+    }
+}
+
+/// One pass if this worker holds the `retention` lease; None when another worker has it.
+pub async fn tick(ctx: &JobContext) -> anyhow::Result<Option<Pruned>> {
+    let now = now_ms();
+    let hold = i64::try_from(ctx.tuning.retention_every.as_millis().saturating_mul(3)).unwrap_or(i64::MAX).max(1_000);
+    if !leases::acquire(&mut *ctx.db.conn().await?, LEASE_NAME, &ctx.worker_id, now, now + hold).await? {
+        return Ok(None);
+    }
+    let cutoff = now - ctx.config.retention.as_millis();
+    let mut pruned = Vec::new();
+    for table in retention::TABLES {
+        let mut total = 0;
+        for _ in 0..BATCHES_PER_PASS {
+            let mut tx = ctx.db.begin().await?;
+            let n = retention::prune(&mut tx, table, cutoff, BATCH).await?;
+            if n > 0 {
+                retention::count_pruned(&mut tx, table, n, now).await?;
+            }
+            tx.commit().await?;
+            total += n;
+            if n < BATCH as u64 {
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::info!(table, rows = total, "pruned history older than HILT_RETENTION");
+        }
+        pruned.push((table, total));
+    }
+    Ok(Some(pruned))
+}
