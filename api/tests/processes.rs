@@ -201,6 +201,9 @@ async fn a_worker_killed_mid_burst_loses_no_delivery() {
     }
     eprintln!("killed worker had {in_flight} jobs in flight; {extra_dms} buyers got a second DM; recovered in {:.1?}", started.elapsed());
     assert!(extra_dms as i64 <= in_flight, "{extra_dms} repeated DMs but only {in_flight} jobs were in flight");
+    // A repeated DM carries a new link; the one before it no longer admits anyone.
+    let live = tg.invite_links(CHAT).into_iter().filter(|l| !l.is_revoked).count();
+    assert_eq!(live as i64, BUYERS, "one live link per buyer, however many were sent");
 
     // The survivor shuts down gracefully on SIGTERM.
     sigterm(&survivor.0);
@@ -491,4 +494,92 @@ async fn a_deployment_behind_pgbouncer_in_transaction_mode_delivers_everything_o
     let logs = d.logs();
     let errors: Vec<&str> = logs.lines().filter(|l| l.contains("\"level\":\"ERROR\"") || l.contains("\"level\":\"WARN\"")).take(5).collect();
     assert!(errors.is_empty(), "warnings or errors behind the pooler: {errors:#?}");
+}
+
+/// The second finding of issue 12: Telegram accepts the DM but answers 20 s late, and `hilt
+/// serve` is SIGKILLed during the wait. After the restart the second attempt must revoke the
+/// link the lost one handed out before it sends a new one, and the count must match the rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_a_slow_dm_never_leaves_two_working_links() {
+    let tg = FakeTelegram::start().await;
+    tg.add_chat(CHAT, BotRights::admin());
+    tg.add_user(77);
+    tg.fail_next("sendMessage", Failure::Slow(Duration::from_secs(20)));
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let env = vec![
+        ("DATABASE_URL", format!("sqlite://{}", dir.path().join("hilt.db").display())),
+        ("HILT_LISTEN", format!("127.0.0.1:{port}")),
+        ("HILT_ADMIN_TOKEN", ADMIN.to_owned()),
+        ("HILT_TELEGRAM_BOT_TOKEN", tg.token()),
+        ("HILT_TELEGRAM_API_URL", tg.url()),
+        ("HILT_OUTBOX_DIR", dir.path().join("outbox").display().to_string()),
+        ("HILT_RECEIPT_KEY_FILE", dir.path().join("key").display().to_string()),
+        ("HILT_RETRY_SCHEDULE", "500ms,1s,1s".to_owned()),
+    ];
+    let serve = || Killed(hilt(&["serve"], &env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn"));
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: String, token: &str, body: Value| {
+        let request = http.request(method, format!("{base}{path}")).bearer_auth(token).json(&body);
+        async move {
+            let r = request.send().await.expect("request");
+            let status = r.status();
+            let body: Value = r.json().await.expect("json");
+            assert!(status.is_success(), "{path}: {status} {body}");
+            body
+        }
+    };
+    let wait_up = || async {
+        let started = Instant::now();
+        while http.get(format!("{base}/healthz")).send().await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "serve never came up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    let mut first = serve();
+    wait_up().await;
+    let key = call(reqwest::Method::POST, "/v1/admin/merchants".into(), ADMIN, json!({"name": "Slow DM"})).await["api_key"]
+        .as_str().expect("key").to_owned();
+    let product = call(reqwest::Method::POST, "/v1/products".into(), &key, json!({"name": "VIP", "platform": "telegram",
+        "telegram_chat_id": CHAT, "price": {"amount": "5", "currency": "USDC"}, "recurring": true, "period": "30d"})).await["id"]
+        .as_str().expect("id").to_owned();
+    let payment = call(reqwest::Method::POST, "/v1/payments".into(), &key, json!({"product_id": product, "buyer": {"telegram_user_id": 77}})).await;
+    let payment = payment["id"].as_str().expect("id").to_owned();
+    let confirmed = call(reqwest::Method::POST, format!("/v1/payments/{payment}/confirm"), ADMIN, json!({"tx_signature": "tx-slow"})).await;
+    let membership = confirmed["membership_id"].as_str().expect("membership").to_owned();
+
+    // The DM is on its way (Telegram has it, and the link in it) when the process dies.
+    let started = Instant::now();
+    while tg.calls("sendmessage").is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the DM never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.0.kill().expect("SIGKILL");
+    let _ = first.0.wait();
+    let lost_link = tg.invite_links(CHAT)[0].link.clone();
+
+    let _second = serve();
+    wait_up().await;
+    let started = Instant::now();
+    let m = loop {
+        let m = call(reqwest::Method::GET, format!("/v1/memberships/{membership}"), &key, Value::Null).await;
+        if m["delivery_status"] == "delivered" {
+            break m;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "never delivered after the restart: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let attempts = call(reqwest::Method::GET, format!("/v1/memberships/{membership}/attempts"), &key, Value::Null).await;
+    let attempts = attempts["data"].as_array().expect("attempts").clone();
+    assert_eq!(m["delivery"]["attempts"].as_u64(), Some(attempts.len() as u64), "the count equals the attempt rows: {attempts:?}");
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0]["error"]["code"], "worker_lost");
+    assert_eq!(attempts[0]["invite_link"], lost_link.as_str(), "the lost attempt's link is on record");
+    assert!(attempts[0]["invite_link_revoked_at"].is_string(), "and revoked before the second link");
+    let live: Vec<_> = tg.invite_links(CHAT).into_iter().filter(|l| !l.is_revoked).collect();
+    assert_eq!(live.len(), 1, "one working link, not two: {live:?}");
+    assert!(!tg.join_with_link(CHAT, 78, &lost_link), "the first DM's link admits no one");
+    assert!(tg.join_with_link(CHAT, 77, &live[0].link));
 }
