@@ -1,7 +1,8 @@
 //! Tests that need PostgreSQL are compiled as ignored (reported as skipped, never as passed)
 //! unless `HILT_TEST_DATABASE_URL` is set when they are built; the PgBouncer test also needs
 //! `HILT_TEST_PGBOUNCER_URL`; the fault tests that stop a PostgreSQL of their own need its
-//! server binaries in `HILT_TEST_PG_BINDIR` (`initdb`, `pg_ctl`).
+//! server binaries in `HILT_TEST_PG_BINDIR` (`initdb`, `pg_ctl`), and the partition test also
+//! `HILT_TEST_NETNS=1` (root, `ip netns`).
 
 fn main() {
     // PostgreSQL tests, and the one that also needs a PgBouncer in front of it.
@@ -11,6 +12,12 @@ fn main() {
         if std::env::var(var).is_ok_and(|url| !url.is_empty()) && std::env::var("HILT_TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty()) {
             println!("cargo::rustc-cfg={cfg}");
         }
+    }
+    // The partition test cuts a worker off in a network namespace (root, `ip netns`).
+    println!("cargo::rustc-check-cfg=cfg(hilt_test_netns)");
+    println!("cargo::rerun-if-env-changed=HILT_TEST_NETNS");
+    if std::env::var("HILT_TEST_NETNS").is_ok_and(|v| v == "1") {
+        println!("cargo::rustc-cfg=hilt_test_netns");
     }
     println!("cargo::rustc-check-cfg=cfg(hilt_test_private_postgres)");
     println!("cargo::rerun-if-env-changed=HILT_TEST_PG_BINDIR");

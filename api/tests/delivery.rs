@@ -349,6 +349,18 @@ backend_test!(a_second_attempt_revokes_the_link_the_first_one_handed_out, |app| 
     assert!(!r.tg.join_with_link(CHAT, 9_999, &first), "the first link admits no one");
     assert!(r.tg.join_with_link(CHAT, 4545, &second));
     assert!(!r.tg.join_with_link(CHAT, 9_998, &second), "single use");
+
+    // The operator's job page says which link is live.
+    let job: String = sqlx::query_scalar("SELECT id FROM jobs WHERE membership_id = $1 AND queue = 'delivery'")
+        .bind(&membership)
+        .fetch_one(r.app.db.pool())
+        .await
+        .expect("job");
+    let basic = format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("ops:{ADMIN}")));
+    let page = r.app.raw(axum::http::Request::get(format!("/ops/jobs/{job}")).header("authorization", basic).body(axum::body::Body::empty()).expect("request")).await;
+    let html = page.body.as_str().expect("html");
+    assert!(html.contains(&format!("<code>{second}</code> live")), "{html}");
+    assert!(html.contains(&format!("<code>{first}</code> revoked")), "{html}");
     r.stop_workers().await;
 });
 
@@ -378,4 +390,37 @@ backend_test!(a_group_that_became_a_supergroup_is_followed_not_retried_forever, 
     let data: Value = serde_json::from_str(&data).expect("json");
     assert_eq!((data["old_chat_id"].as_i64(), data["new_chat_id"].as_i64()), (Some(CHAT), Some(SUPERGROUP)));
     r.stop_workers().await;
+});
+
+backend_test!(a_provider_that_never_answers_times_out_as_transient_and_holds_nothing_up, |app| {
+    let mut r = Rescue::start(app).await;
+    // Accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_url = format!("http://{}", silent.local_addr().expect("addr"));
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let mut config = (*r.ctx.config).clone();
+    config.telegram_api_url = silent_url;
+    let providers = hilt_shared::providers::Providers::from_config_with_timeout(&config, Duration::from_secs(1)).expect("providers");
+    r.ctx = std::sync::Arc::new(hilt_worker::JobContext::new(r.ctx.db.clone(), std::sync::Arc::new(config), providers, r.ctx.tuning.clone()));
+    r.start_worker();
+    let product = r.telegram_product().await;
+    let link_product = r.product(json!({"name": "Link", "platform": "telegram", "fallback_invite_url": "https://t.me/+fallback",
+        "price": {"amount": "1", "currency": "USDC"}})).await;
+    let (_, stuck) = r.paid(&product, json!({"telegram_user_id": 4747})).await;
+    let (_, other) = r.paid(&link_product, json!({"email": "other@example.com"})).await;
+
+    r.wait_for_status(&other, "delivered").await;
+    let m = r.wait_for(&stuck, "failed on a timeout", |m| m["delivery"]["last_error"]["code"] == "timeout").await;
+    assert_eq!(m["delivery"]["last_error"]["retryable"], true, "a silent provider is transient: {m}");
+    assert!(m["delivery"]["next_retry_at"].is_string(), "and retried on the schedule: {m}");
+    let attempts = r.attempts(&stuck).await;
+    assert!(attempts.iter().all(|a| a["outcome"] == "failed" && a["error"]["code"] == "timeout"), "{attempts:?}");
+    assert!(attempts[0]["duration_ms"].as_i64().is_some_and(|ms| (900..5_000).contains(&ms)), "cut at the timeout: {attempts:?}");
+    r.stop_workers().await;
+    held.abort();
 });

@@ -1,5 +1,6 @@
 //! Faults, with real processes and a PostgreSQL of the test's own (never the shared one):
-//! the database stopped mid-burst, and an API killed right after a commit.
+//! the database stopped mid-burst, an API killed right after a commit, and a worker cut off
+//! from the database in its own network namespace.
 
 mod common;
 
@@ -25,7 +26,10 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Self {
-        let pg = PrivatePostgres::start();
+        Self::on(PrivatePostgres::start())
+    }
+
+    fn on(pg: PrivatePostgres) -> Self {
         let this = Self { pg, dir: tempfile::tempdir().expect("dir"), port: free_port(), processes: Vec::new(), http: reqwest::Client::new() };
         let out = hilt(&["migrate"], &this.env("migrate")).output().expect("migrate");
         assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
@@ -33,8 +37,13 @@ impl Cluster {
     }
 
     fn env(&self, name: &str) -> Vec<(&'static str, String)> {
+        self.env_reaching(name, &self.pg.url())
+    }
+
+    /// The environment of a process that reaches PostgreSQL at `database`.
+    fn env_reaching(&self, name: &str, database: &str) -> Vec<(&'static str, String)> {
         vec![
-            ("DATABASE_URL", format!("{}?application_name={name}", self.pg.url())),
+            ("DATABASE_URL", format!("{database}?application_name={name}")),
             ("HILT_LISTEN", format!("127.0.0.1:{}", self.port)),
             ("HILT_ADMIN_TOKEN", ADMIN.to_owned()),
             ("HILT_OUTBOX_DIR", self.dir.path().join("outbox").display().to_string()),
@@ -47,6 +56,21 @@ impl Cluster {
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log");
         let child = hilt(&[role], &self.env(name)).stdout(Stdio::null()).stderr(log).spawn().expect("spawn");
         self.processes.push(Killed(child));
+        self.processes.len() - 1
+    }
+
+    /// `hilt {role}` inside the network namespace, reaching PostgreSQL through its veth pair.
+    fn start_in(&mut self, ns: &Netns, role: &str, name: &str) -> usize {
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("log");
+        let database = format!("postgres://postgres@{}:{}/postgres", ns.host_addr(), self.pg.port);
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name, common::process::HILT, role])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env_reaching(name, &database))
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.processes.push(Killed(cmd.spawn().expect("spawn in the namespace")));
         self.processes.len() - 1
     }
 
@@ -97,9 +121,12 @@ impl Cluster {
             .await;
     }
 
+    async fn db(&self) -> hilt_shared::storage::Db {
+        hilt_shared::storage::Db::connect(&self.pg.url(), 1).await.expect("connect")
+    }
+
     async fn scalar(&self, sql: &'static str) -> i64 {
-        let db = hilt_shared::storage::Db::connect(&self.pg.url(), 1).await.expect("connect");
-        sqlx::query_scalar(sql).fetch_one(db.pool()).await.expect("query")
+        sqlx::query_scalar(sql).fetch_one(self.db().await.pool()).await.expect("query")
     }
 
     async fn wait_delivered(&self, n: i64, limit: Duration) {
@@ -167,4 +194,126 @@ async fn an_api_killed_right_after_its_commits_loses_no_delivery() {
     c.start_process("worker", "worker");
     c.wait_delivered(50, Duration::from_secs(30)).await;
     c.each_delivered_once(50).await;
+}
+
+/// A network namespace joined to the host by a veth pair: a process inside reaches the host
+/// only at `host_addr`, so taking the host's end of the pair down cuts it off (its packets go
+/// nowhere, as in a real partition: no reset, no error, just silence). Removed when dropped.
+struct Netns {
+    name: String,
+    host_if: String,
+    subnet: u32,
+}
+
+impl Netns {
+    fn create() -> Self {
+        let pid = std::process::id();
+        let this = Self { name: format!("hilt{pid}"), host_if: format!("hh{pid}"), subnet: 20 + pid % 200 };
+        let ns_if = format!("hn{pid}");
+        let (host, inside) = (format!("{}/24", this.host_addr()), format!("10.213.{}.2/24", this.subnet));
+        for args in [
+            vec!["netns", "add", &this.name],
+            vec!["link", "add", &this.host_if, "type", "veth", "peer", "name", &ns_if],
+            vec!["link", "set", &ns_if, "netns", &this.name],
+            vec!["addr", "add", &host, "dev", &this.host_if],
+            vec!["link", "set", &this.host_if, "up"],
+            vec!["netns", "exec", &this.name, "ip", "addr", "add", &inside, "dev", &ns_if],
+            vec!["netns", "exec", &this.name, "ip", "link", "set", &ns_if, "up"],
+            vec!["netns", "exec", &this.name, "ip", "link", "set", "lo", "up"],
+        ] {
+            let out = std::process::Command::new("ip").args(&args).output().expect("ip");
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        this
+    }
+
+    fn host_addr(&self) -> String {
+        format!("10.213.{}.1", self.subnet)
+    }
+
+    fn set_link(&self, state: &str) {
+        let out = std::process::Command::new("ip").args(["link", "set", &self.host_if, state]).output().expect("ip");
+        assert!(out.status.success(), "ip link set {state}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.host_if]).output();
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(all(hilt_test_private_postgres, hilt_test_netns)),
+    ignore = "needs HILT_TEST_PG_BINDIR and HILT_TEST_NETNS=1 (root, ip netns)"
+)]
+async fn a_worker_cut_off_for_30_s_finishes_nothing_twice_and_rejoins() {
+    let ns = Netns::create();
+    let mut c = Cluster::on(PrivatePostgres::start_listening_also(&[&ns.host_addr()]));
+    c.start_process("api", "api");
+    let a = c.start_process("worker", "worker-a");
+    c.start_in(&ns, "worker", "worker-b");
+    c.wait_ready(Duration::from_secs(20)).await;
+    let (key, product) = c.merchant().await;
+    let a_pid = c.processes[a].0.id();
+    let cut_off_worker = {
+        let started = Instant::now();
+        loop {
+            let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM workers WHERE stopped_at IS NULL")
+                .fetch_all(c.db().await.pool())
+                .await
+                .expect("workers");
+            if let Some(b) = ids.into_iter().find(|id| !id.contains(&format!("-{a_pid}-"))) {
+                break b;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "the namespaced worker never registered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    // A burst; the link is cut while the namespaced worker holds claimed jobs.
+    let burst = c.pay(&key, &product, 0..1_500);
+    let cut = async {
+        let started = Instant::now();
+        loop {
+            let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'running' AND locked_by = $1")
+                .bind(&cut_off_worker)
+                .fetch_one(c.db().await.pool())
+                .await
+                .expect("held");
+            if held > 0 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "the namespaced worker never claimed a job");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ns.set_link("down");
+        Instant::now()
+    };
+    let ((), cut_at) = tokio::join!(burst, cut);
+
+    // Cut off, its jobs are reclaimed: the other worker delivers every payment meanwhile.
+    c.wait_delivered(1_500, Duration::from_secs(25)).await;
+    assert!(cut_at.elapsed() < Duration::from_secs(30), "delivered while the worker was still cut off");
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(cut_at.elapsed())).await;
+    ns.set_link("up");
+
+    // Back, it finishes nothing twice...
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    c.each_delivered_once(1_500).await;
+    // ...and rejoins: with the other worker stopped, it alone delivers the next payments.
+    common::process::sigterm(&c.processes[a].0);
+    assert!(common::process::wait_exit(&mut c.processes[a].0, Duration::from_secs(30)).is_some_and(|s| s.success()));
+    c.pay(&key, &product, 1_500..1_600).await;
+    c.wait_delivered(1_600, Duration::from_secs(60)).await;
+    c.each_delivered_once(1_600).await;
+    let by_it: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts WHERE outcome = 'succeeded' AND worker_id = $1 AND started_at > $2")
+        .bind(&cut_off_worker)
+        .bind(hilt_shared::clock::now_ms() - 120_000)
+        .fetch_one(c.db().await.pool())
+        .await
+        .expect("count");
+    assert!(by_it >= 100, "the rejoined worker delivered the last 100 ({by_it})");
 }

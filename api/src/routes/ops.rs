@@ -240,10 +240,16 @@ pub async fn job_page(_: PageAdmin, State(state): State<AppState>, Path(id): Pat
         held = esc(j.locked_by.as_deref().unwrap_or("–")),
         payload = esc(&j.payload.to_string()),
     );
-    body.push_str("<h2>Attempts</h2><table><tr><th>#</th><th>trigger</th><th>provider</th><th>outcome</th><th>error</th><th>worker</th><th>duration</th><th>started</th></tr>");
+    body.push_str("<h2>Attempts</h2><table><tr><th>#</th><th>trigger</th><th>provider</th><th>outcome</th><th>error</th><th>invite link</th><th>worker</th><th>duration</th><th>started</th></tr>");
     for a in &d.attempts {
+        // Which link an attempt handed out, and whether it still admits anyone.
+        let link = match (&a.invite_link, &a.invite_link_revoked_at) {
+            (Some(link), None) => format!("<code>{}</code> live", esc(link)),
+            (Some(link), Some(at)) => format!("<code>{}</code> revoked {}", esc(link), esc(at)),
+            (None, _) => String::new(),
+        };
         body.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{link}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
             a.number, esc(&a.trigger), esc(&a.provider), esc(a.outcome.as_deref().unwrap_or("running")),
             a.error.as_ref().map(|e| format!("<b>{}</b> {}", esc(&e.code), esc(&e.message))).unwrap_or_default(),
             esc(&a.worker_id), a.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(), esc(&a.started_at)

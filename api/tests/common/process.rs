@@ -56,13 +56,22 @@ pub struct PrivatePostgres {
     dir: tempfile::TempDir,
     bindir: std::path::PathBuf,
     pub port: u16,
+    /// `listen_addresses`: loopback, and any address given to `start_listening_also`.
+    listen: String,
 }
 
 impl PrivatePostgres {
     pub fn start() -> Self {
+        Self::start_listening_also(&[])
+    }
+
+    /// Also listens on `addresses` (which must exist, e.g. a veth's), trusting every client:
+    /// for processes in another network namespace.
+    pub fn start_listening_also(addresses: &[&str]) -> Self {
         let bindir = std::path::PathBuf::from(option_env!("HILT_TEST_PG_BINDIR").expect("HILT_TEST_PG_BINDIR was set at build time"));
         let dir = tempfile::tempdir().expect("dir");
-        let this = Self { dir, bindir, port: free_port() };
+        let listen = std::iter::once("127.0.0.1").chain(addresses.iter().copied()).collect::<Vec<_>>().join(",");
+        let this = Self { dir, bindir, port: free_port(), listen };
         if running_as_root() {
             // PostgreSQL refuses to run as root: its files belong to the `postgres` user.
             let ok = Command::new("chown").arg("-R").arg("postgres").arg(this.dir.path()).status().expect("chown");
@@ -71,6 +80,12 @@ impl PrivatePostgres {
         let data = this.data();
         let out = this.as_owner("initdb").args(["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]).output().expect("initdb");
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        if !addresses.is_empty() {
+            let hba = this.dir.path().join("data").join("pg_hba.conf");
+            let mut rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+            rules.push_str("host all all 0.0.0.0/0 trust\n");
+            std::fs::write(&hba, rules).expect("pg_hba.conf");
+        }
         this.resume();
         this
     }
@@ -87,7 +102,7 @@ impl PrivatePostgres {
 
     /// Starts it (again) on the same port, and waits until it accepts connections.
     pub fn resume(&self) {
-        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
+        let options = format!("-p {} -k {} -c listen_addresses='{}' -c fsync=off", self.port, self.dir.path().display(), self.listen);
         let log = self.dir.path().join("server.log").display().to_string();
         let out = self.as_owner("pg_ctl").args(["start", "-D", &self.data(), "-o", &options, "-l", &log, "-w"]).output().expect("pg_ctl start");
         assert!(out.status.success(), "pg_ctl start: {} {}", String::from_utf8_lossy(&out.stderr), std::fs::read_to_string(&log).unwrap_or_default());

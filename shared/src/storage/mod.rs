@@ -79,6 +79,18 @@ impl Db {
                 AnyPoolOptions::new()
                     .max_connections(max_connections)
                     .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // No transaction of ours waits on anything outside the database, so
+                            // one left idle is a process cut off from it (a network partition):
+                            // PostgreSQL ends it, and its row locks, instead of keeping them
+                            // until TCP gives up hours later, which would keep other workers
+                            // from recovering its jobs. Every process sets the same value, so
+                            // a transaction-mode pooler sharing server connections is harmless.
+                            conn.execute("SET idle_in_transaction_session_timeout = '10s'").await?;
+                            Ok(())
+                        })
+                    })
                     .connect(url)
                     .await?
             }
