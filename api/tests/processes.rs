@@ -161,7 +161,7 @@ async fn a_worker_killed_mid_burst_loses_no_delivery() {
     };
     let burst = futures::stream::iter(1..=BUYERS)
         .map(|user| {
-            let (call, key, product) = (call.clone(), key.clone(), product.clone());
+            let (call, key, product) = (call, key.clone(), product.clone());
             async move {
                 let p = call(reqwest::Method::POST, "/v1/payments".into(), key, json!({"product_id": product, "buyer": {"telegram_user_id": user}})).await;
                 let id = p["id"].as_str().expect("id").to_owned();

@@ -57,7 +57,7 @@ async fn all_delivered(r: &Rescue, merchant: &str, n: i64, limit: Duration) -> D
         }
         assert!(started.elapsed() < limit, "only {delivered} of {n} delivered after {limit:?}");
         let secs = started.elapsed().as_secs();
-        if secs > 0 && secs % 5 == 0 && started.elapsed().subsec_millis() < 250 {
+        if secs > 0 && secs.is_multiple_of(5) && started.elapsed().subsec_millis() < 250 {
             let running = count(r, "SELECT COUNT(*) FROM jobs WHERE merchant_id = $1 AND status = 'running'", merchant).await;
             eprintln!("progress {secs:>4} s: {delivered}/{n} delivered, {running} running");
         }

@@ -68,7 +68,8 @@ impl PrivatePostgres {
     /// Also listens on `addresses` (which must exist, e.g. a veth's), trusting every client:
     /// for processes in another network namespace.
     pub fn start_listening_also(addresses: &[&str]) -> Self {
-        let bindir = std::path::PathBuf::from(option_env!("HILT_TEST_PG_BINDIR").expect("HILT_TEST_PG_BINDIR was set at build time"));
+        let Some(bindir) = option_env!("HILT_TEST_PG_BINDIR") else { panic!("HILT_TEST_PG_BINDIR was not set when the tests were built") };
+        let bindir = std::path::PathBuf::from(bindir);
         let dir = tempfile::tempdir().expect("dir");
         let listen = std::iter::once("127.0.0.1").chain(addresses.iter().copied()).collect::<Vec<_>>().join(",");
         let this = Self { dir, bindir, port: free_port(), listen };
