@@ -11,6 +11,18 @@ use sha2::{Digest, Sha256};
 
 use crate::{error::ApiError, state::AppState};
 
+/// A path parameter. One that cannot be decoded (`/v1/products/%FF`: not UTF-8) names nothing
+/// that can exist: 404 `not_found` in the error shape, like any unknown id, never axum's text.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state).await.map(|axum::extract::Path(value)| Path(value)).map_err(|_| ApiError::NotFound)
+    }
+}
+
 /// A JSON body: unparsable → 400 `invalid_json`; wrong shape → 422 with the field in `param`.
 pub struct ApiJson<T>(pub T);
 

@@ -53,6 +53,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Arc::new(cli.config);
     telemetry::init(&config.log_format);
+    if config.redis_url.is_some() {
+        tracing::warn!("REDIS_URL is set but not used: jobs are claimed from the database, which is the queue (docs/JOBS.md)");
+    }
     let runs_workers = matches!(cli.command, Command::Worker | Command::Serve);
     let db = Db::connect(&config.database_url, hilt_worker::engine::pool_size(&config, runs_workers))
         .await
@@ -88,6 +91,12 @@ async fn run_api(db: Db, config: Arc<Config>, with_workers: bool) -> anyhow::Res
             token.into()
         }
     };
+    // Every setting is checked before "listening" is printed.
+    let receipt_signer = Arc::new(ReceiptSigner::load_or_create(&config.receipt_key_file)?);
+    receipt_signer.publish(&db).await.context("publishing the receipt signing key")?;
+    tracing::info!(key_id = receipt_signer.key_id(), "receipt signing key loaded");
+    let providers = Providers::from_config_with_timeout(&config, DIAGNOSTICS_TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("provider configuration: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on HILT_LISTEN={}", config.listen))?;
@@ -104,11 +113,6 @@ async fn run_api(db: Db, config: Arc<Config>, with_workers: bool) -> anyhow::Res
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let receipt_signer = Arc::new(ReceiptSigner::load_or_create(&config.receipt_key_file)?);
-    receipt_signer.publish(&db).await.context("publishing the receipt signing key")?;
-    tracing::info!(key_id = receipt_signer.key_id(), "receipt signing key loaded");
-    let providers = Providers::from_config_with_timeout(&config, DIAGNOSTICS_TIMEOUT)
-        .map_err(|e| anyhow::anyhow!("provider configuration: {e}"))?;
     let state = AppState { db: db.clone(), config: config.clone(), admin_token, receipt_signer, providers };
     let api = hilt_api::serve(state, listener, stopped(stop_rx.clone()));
     if with_workers {

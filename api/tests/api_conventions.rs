@@ -187,6 +187,13 @@ backend_test!(unknown_routes_and_methods_answer_in_the_error_shape, |app| {
     let r = app.call(Method::DELETE, "/v1/products", Some(ADMIN), None).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.body["error"]["code"], "method_not_allowed");
+    // A path parameter that cannot be decoded names nothing that can exist.
+    let key = app.merchant().await;
+    for path in ["/v1/products/%FF", "/v1/memberships/%C3%28", "/v1/products/%FF%FE"] {
+        let r = app.get(path, &key).await;
+        assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(r.headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"), "{path}");
+    }
 });
 
 backend_test!(a_database_that_is_down_answers_503_not_500, |app| {

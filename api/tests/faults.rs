@@ -130,22 +130,12 @@ impl Cluster {
     }
 
     async fn wait_delivered(&self, n: i64, limit: Duration) {
-        let started = Instant::now();
-        loop {
-            let delivered = self.scalar("SELECT COUNT(*) FROM memberships WHERE delivery_status = 'delivered'").await;
-            if delivered == n {
-                return;
-            }
-            assert!(started.elapsed() < limit, "only {delivered} of {n} delivered after {limit:?}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        common::process::wait_delivered(&self.db().await, n, limit).await;
     }
 
     async fn each_delivered_once(&self, n: i64) {
         assert_eq!(self.scalar("SELECT COUNT(*) FROM payments WHERE status = 'confirmed'").await, n);
-        assert_eq!(self.scalar("SELECT COUNT(*) FROM delivery_attempts WHERE outcome = 'succeeded'").await, n, "one succeeded attempt each");
-        assert_eq!(self.scalar("SELECT COUNT(DISTINCT membership_id) FROM delivery_attempts WHERE outcome = 'succeeded'").await, n);
-        assert_eq!(self.scalar("SELECT COUNT(*) FROM events WHERE type = 'delivery.succeeded'").await, n, "one event each");
+        common::process::each_delivered_once(&self.db().await, n).await;
     }
 }
 

@@ -324,22 +324,11 @@ impl Deployment {
     }
 
     async fn wait_all_delivered(&self, n: i64, limit: Duration) {
-        let started = Instant::now();
-        loop {
-            let delivered = self.scalar("SELECT COUNT(*) FROM memberships WHERE delivery_status = 'delivered'").await;
-            if delivered == n {
-                return;
-            }
-            assert!(started.elapsed() < limit, "only {delivered} of {n} delivered after {limit:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        common::process::wait_delivered(&self.db, n, limit).await;
     }
 
-    /// Every membership has exactly one succeeded attempt: nothing lost, nothing written twice.
     async fn each_delivered_once(&self, n: i64) {
-        assert_eq!(self.scalar("SELECT COUNT(*) FROM delivery_attempts WHERE outcome = 'succeeded'").await, n, "one succeeded attempt each");
-        assert_eq!(self.scalar("SELECT COUNT(DISTINCT membership_id) FROM delivery_attempts WHERE outcome = 'succeeded'").await, n);
-        assert_eq!(self.scalar("SELECT COUNT(*) FROM events WHERE type = 'delivery.succeeded'").await, n, "one event each");
+        common::process::each_delivered_once(&self.db, n).await;
     }
 }
 
@@ -582,4 +571,58 @@ async fn a_crash_during_a_slow_dm_never_leaves_two_working_links() {
     assert_eq!(live.len(), 1, "one working link, not two: {live:?}");
     assert!(!tg.join_with_link(CHAT, 78, &lost_link), "the first DM's link admits no one");
     assert!(tg.join_with_link(CHAT, 77, &live[0].link));
+}
+
+#[test]
+fn every_setting_works_as_a_flag_after_the_subcommand_and_help_shows_no_secret() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("flags.db").display());
+    let out = hilt(&["migrate", "--database-url", &db], &[]).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("flags.db").exists(), "the flag after the subcommand chose the database");
+
+    let port = free_port();
+    let (outbox, key) = (dir.path().join("outbox").display().to_string(), dir.path().join("key").display().to_string());
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["serve", "--listen", &listen, "--database-url", &db, "--outbox-dir", &outbox, "--receipt-key-file", &key];
+    let mut child = Killed(hilt(&args, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn"));
+    let started = Instant::now();
+    while !http_ok(&format!("http://{listen}/healthz")) {
+        assert!(started.elapsed() < Duration::from_secs(20), "serve never answered on --listen {listen}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sigterm(&child.0);
+    assert!(wait_exit(&mut child.0, Duration::from_secs(30)).is_some_and(|s| s.success()));
+
+    let secrets = [
+        ("DATABASE_URL", "postgres://hilt:s3cret-db-pw@db.internal/hilt".to_owned()),
+        ("HILT_ADMIN_TOKEN", "admin-secret-token-0123456789".to_owned()),
+        ("HILT_ENCRYPTION_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".to_owned()),
+        ("HILT_SMTP_URL", "smtps://mailer:s3cret-smtp-pw@smtp.internal".to_owned()),
+    ];
+    for args in [&["--help"][..], &["serve", "--help"][..], &["worker", "--help"][..]] {
+        let out = hilt(args, &secrets).output().expect("run");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("--listen"), "{args:?}: every setting is listed: {help}");
+        for (var, value) in &secrets {
+            assert!(!help.contains(value.as_str()), "{args:?} shows {var}: {help}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_smtp_url_stops_serve_before_it_says_listening() {
+    let dir = tempfile::tempdir().expect("dir");
+    let env = [
+        ("DATABASE_URL", format!("sqlite://{}", dir.path().join("hilt.db").display())),
+        ("HILT_LISTEN", format!("127.0.0.1:{}", free_port())),
+        ("HILT_OUTBOX_DIR", dir.path().join("outbox").display().to_string()),
+        ("HILT_RECEIPT_KEY_FILE", dir.path().join("key").display().to_string()),
+        ("HILT_SMTP_URL", "bogus".to_owned()),
+    ];
+    let out = hilt(&["serve"], &env).output().expect("run");
+    assert!(!out.status.success(), "a bad SMTP URL stops the process");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.contains("listening"), "it never said it was listening: {stdout}");
+    assert!(stderr.contains("HILT_SMTP_URL"), "the message names the variable: {stderr}");
 }

@@ -8,7 +8,7 @@ use crate::domain::{Period, duration::parse_list};
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
     /// `sqlite://…` (embedded default) or `postgres://…` (scaled out).
-    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", default_value = "sqlite://hilt.db", hide_env_values = true, value_parser = parse_database_url)]
+    #[arg(global = true, long, env = "DATABASE_URL", value_name = "DATABASE_URL", default_value = "sqlite://hilt.db", hide_env_values = true, value_parser = parse_database_url)]
     pub database_url: String,
 
     /// PostgreSQL for the wake listener's one session connection (`LISTEN hilt_jobs`) in
@@ -16,86 +16,86 @@ pub struct Config {
     /// when `DATABASE_URL` goes through a transaction-mode pooler (PgBouncer): `LISTEN` through
     /// one subscribes a pooled server connection, whose notifications then reach other clients
     /// and break their queries.
-    #[arg(long, env = "HILT_WAKE_DATABASE_URL", value_name = "HILT_WAKE_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
+    #[arg(global = true, long, env = "HILT_WAKE_DATABASE_URL", value_name = "HILT_WAKE_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
     pub wake_database_url: Option<String>,
 
     /// The deployment's Redis. Accepted for SPEC §10; the job engine claims jobs from the
     /// database and does not use it (`docs/JOBS.md`).
-    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true, value_parser = parse_redis_url)]
+    #[arg(global = true, long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true, value_parser = parse_redis_url)]
     pub redis_url: Option<String>,
 
-    #[arg(long = "listen", env = "HILT_LISTEN", value_name = "HILT_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(global = true, long = "listen", env = "HILT_LISTEN", value_name = "HILT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
     /// Base of verification URLs; defaults to `http://{HILT_LISTEN}`.
-    #[arg(long, env = "HILT_PUBLIC_BASE_URL", value_name = "HILT_PUBLIC_BASE_URL", value_parser = parse_http_url)]
+    #[arg(global = true, long, env = "HILT_PUBLIC_BASE_URL", value_name = "HILT_PUBLIC_BASE_URL", value_parser = parse_http_url)]
     pub public_base_url: Option<String>,
 
     /// Platform/operations token; `serve` generates and prints one when unset.
-    #[arg(long, env = "HILT_ADMIN_TOKEN", value_name = "HILT_ADMIN_TOKEN", value_parser = parse_admin_token, hide_env_values = true)]
+    #[arg(global = true, long, env = "HILT_ADMIN_TOKEN", value_name = "HILT_ADMIN_TOKEN", value_parser = parse_admin_token, hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    #[arg(long, env = "HILT_TELEGRAM_BOT_TOKEN", value_name = "HILT_TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    #[arg(global = true, long, env = "HILT_TELEGRAM_BOT_TOKEN", value_name = "HILT_TELEGRAM_BOT_TOKEN", hide_env_values = true)]
     pub telegram_bot_token: Option<String>,
 
-    #[arg(long, env = "HILT_TELEGRAM_API_URL", value_name = "HILT_TELEGRAM_API_URL", default_value = "https://api.telegram.org", value_parser = parse_http_url)]
+    #[arg(global = true, long, env = "HILT_TELEGRAM_API_URL", value_name = "HILT_TELEGRAM_API_URL", default_value = "https://api.telegram.org", value_parser = parse_http_url)]
     pub telegram_api_url: String,
 
-    #[arg(long, env = "HILT_DISCORD_BOT_TOKEN", value_name = "HILT_DISCORD_BOT_TOKEN", hide_env_values = true)]
+    #[arg(global = true, long, env = "HILT_DISCORD_BOT_TOKEN", value_name = "HILT_DISCORD_BOT_TOKEN", hide_env_values = true)]
     pub discord_bot_token: Option<String>,
 
-    #[arg(long, env = "HILT_DISCORD_API_URL", value_name = "HILT_DISCORD_API_URL", default_value = "https://discord.com/api", value_parser = parse_http_url)]
+    #[arg(global = true, long, env = "HILT_DISCORD_API_URL", value_name = "HILT_DISCORD_API_URL", default_value = "https://discord.com/api", value_parser = parse_http_url)]
     pub discord_api_url: String,
 
-    #[arg(long, env = "HILT_SMTP_URL", value_name = "HILT_SMTP_URL", hide_env_values = true)]
+    #[arg(global = true, long, env = "HILT_SMTP_URL", value_name = "HILT_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
 
-    #[arg(long, env = "HILT_MAIL_FROM", value_name = "HILT_MAIL_FROM", default_value = "Hilt <receipts@hilt.invalid>")]
+    #[arg(global = true, long, env = "HILT_MAIL_FROM", value_name = "HILT_MAIL_FROM", default_value = "Hilt <receipts@hilt.invalid>")]
     pub mail_from: String,
 
-    #[arg(long, env = "HILT_OUTBOX_DIR", value_name = "HILT_OUTBOX_DIR", default_value = "./outbox")]
+    #[arg(global = true, long, env = "HILT_OUTBOX_DIR", value_name = "HILT_OUTBOX_DIR", default_value = "./outbox")]
     pub outbox_dir: PathBuf,
 
     /// Delays between delivery attempts; its length is the retry budget.
-    #[arg(long, env = "HILT_RETRY_SCHEDULE", value_name = "HILT_RETRY_SCHEDULE", default_value = "1m,5m,15m,1h,3h,6h,12h", value_parser = parse_schedule)]
+    #[arg(global = true, long, env = "HILT_RETRY_SCHEDULE", value_name = "HILT_RETRY_SCHEDULE", default_value = "1m,5m,15m,1h,3h,6h,12h", value_parser = parse_schedule)]
     pub retry_schedule: Schedule,
 
-    #[arg(long, env = "HILT_RENEWAL_INTERVAL", value_name = "HILT_RENEWAL_INTERVAL", default_value = "1m", value_parser = parse_positive_period)]
+    #[arg(global = true, long, env = "HILT_RENEWAL_INTERVAL", value_name = "HILT_RENEWAL_INTERVAL", default_value = "1m", value_parser = parse_positive_period)]
     pub renewal_interval: Period,
 
     /// Seals buyers' Discord OAuth tokens at rest (32 bytes, standard base64: `openssl rand
     /// -base64 32`). Without it, payments carrying a token are refused (422), and a database
     /// that already holds tokens will not start.
-    #[arg(long, env = "HILT_ENCRYPTION_KEY", value_name = "HILT_ENCRYPTION_KEY", hide_env_values = true)]
+    #[arg(global = true, long, env = "HILT_ENCRYPTION_KEY", value_name = "HILT_ENCRYPTION_KEY", hide_env_values = true)]
     pub encryption_key: Option<crate::secrets::EncryptionKey>,
 
     /// How long finished jobs, delivery attempts, events and webhook deliveries are kept; older
     /// ones are pruned by the workers a bounded batch at a time (`worker::retention`).
-    #[arg(long, env = "HILT_RETENTION", value_name = "HILT_RETENTION", default_value = "90d", value_parser = parse_positive_period)]
+    #[arg(global = true, long, env = "HILT_RETENTION", value_name = "HILT_RETENTION", default_value = "90d", value_parser = parse_positive_period)]
     pub retention: Period,
 
-    #[arg(long, env = "HILT_RENEWAL_REMINDERS", value_name = "HILT_RENEWAL_REMINDERS", default_value = "7d,3d,1d", value_parser = parse_schedule)]
+    #[arg(global = true, long, env = "HILT_RENEWAL_REMINDERS", value_name = "HILT_RENEWAL_REMINDERS", default_value = "7d,3d,1d", value_parser = parse_schedule)]
     pub renewal_reminders: Schedule,
 
-    #[arg(long, env = "HILT_RECEIPT_KEY_FILE", value_name = "HILT_RECEIPT_KEY_FILE", default_value = "./hilt-receipt-key")]
+    #[arg(global = true, long, env = "HILT_RECEIPT_KEY_FILE", value_name = "HILT_RECEIPT_KEY_FILE", default_value = "./hilt-receipt-key")]
     pub receipt_key_file: PathBuf,
 
     /// Database connections this process may hold at once: the API, the workers, the sweeper and
     /// (on PostgreSQL, in processes that run workers) the wake listener share them.
-    #[arg(long, env = "HILT_DB_MAX_CONNECTIONS", value_name = "HILT_DB_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    #[arg(global = true, long, env = "HILT_DB_MAX_CONNECTIONS", value_name = "HILT_DB_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
     pub db_max_connections: u32,
 
-    #[arg(long, env = "HILT_WORKER_CONCURRENCY", value_name = "HILT_WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(global = true, long, env = "HILT_WORKER_CONCURRENCY", value_name = "HILT_WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub worker_concurrency: u32,
 
-    #[arg(long, env = "HILT_WEBHOOK_ALLOW_PRIVATE", value_name = "HILT_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
+    #[arg(global = true, long, env = "HILT_WEBHOOK_ALLOW_PRIVATE", value_name = "HILT_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
     pub webhook_allow_private: bool,
 
-    #[arg(long, env = "HILT_LOG_FORMAT", value_name = "HILT_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
+    #[arg(global = true, long, env = "HILT_LOG_FORMAT", value_name = "HILT_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
     pub log_format: String,
 
     /// Skip applying migrations at start (`hilt migrate` applies them).
-    #[arg(long, env = "HILT_SKIP_MIGRATIONS", value_name = "HILT_SKIP_MIGRATIONS", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
+    #[arg(global = true, long, env = "HILT_SKIP_MIGRATIONS", value_name = "HILT_SKIP_MIGRATIONS", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool)]
     pub skip_migrations: bool,
 }
 

@@ -1,6 +1,6 @@
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
 };
 use hilt_shared::{
@@ -9,7 +9,11 @@ use hilt_shared::{
     views::{AttemptView, MembershipView, diagnostics::DeliveryDiagnostics, support::TicketView},
 };
 
-use crate::{error::ApiError, extract::Merchant, state::AppState};
+use crate::{
+    error::ApiError,
+    extract::{Merchant, Path},
+    state::AppState,
+};
 
 #[utoipa::path(get, path = "/v1/memberships/{id}", tag = "memberships", params(("id" = String, Path)),
     responses((status = 200, body = MembershipView), (status = 404)), security(("api_key" = [])))]

@@ -4,7 +4,7 @@
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::{StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
 };
@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 use crate::{
     error::ApiError,
-    extract::{Admin, QueryPairs},
+    extract::{Admin, QueryPairs, Path},
     state::AppState,
 };
 

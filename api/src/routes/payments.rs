@@ -1,6 +1,6 @@
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
 };
 use hilt_shared::{
@@ -10,7 +10,7 @@ use hilt_shared::{
 
 use crate::{
     error::ApiError,
-    extract::{Admin, ApiJson, Merchant},
+    extract::{Admin, ApiJson, Merchant, Path},
     state::AppState,
 };
 

@@ -4,7 +4,7 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State},
+    extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
 };
@@ -22,7 +22,7 @@ use hilt_shared::{
 use super::List;
 use crate::{
     error::ApiError,
-    extract::{ApiJson, Merchant, Page, QueryPairs, parse_json},
+    extract::{ApiJson, Merchant, Page, QueryPairs, parse_json, Path},
     state::AppState,
 };
 

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
 };
 use hilt_shared::{
@@ -14,7 +14,7 @@ use hilt_shared::{
 use super::List;
 use crate::{
     error::ApiError,
-    extract::{ApiJson, Merchant, Page, QueryPairs},
+    extract::{ApiJson, Merchant, Page, QueryPairs, Path},
     state::AppState,
 };
 

@@ -134,3 +134,28 @@ impl Drop for PrivatePostgres {
 fn running_as_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
+
+/// Waits until `n` memberships are delivered, or fails the test after `limit`.
+pub async fn wait_delivered(db: &hilt_shared::storage::Db, n: i64, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let delivered: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE delivery_status = 'delivered'")
+            .fetch_one(db.pool())
+            .await
+            .expect("count");
+        if delivered == n {
+            return;
+        }
+        assert!(started.elapsed() < limit, "only {delivered} of {n} delivered after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every membership has exactly one succeeded attempt and one `delivery.succeeded` event:
+/// nothing lost, nothing written twice.
+pub async fn each_delivered_once(db: &hilt_shared::storage::Db, n: i64) {
+    let count = |sql: &'static str| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(db.pool()).await.expect("count") };
+    assert_eq!(count("SELECT COUNT(*) FROM delivery_attempts WHERE outcome = 'succeeded'").await, n, "one succeeded attempt each");
+    assert_eq!(count("SELECT COUNT(DISTINCT membership_id) FROM delivery_attempts WHERE outcome = 'succeeded'").await, n);
+    assert_eq!(count("SELECT COUNT(*) FROM events WHERE type = 'delivery.succeeded'").await, n, "one event each");
+}
