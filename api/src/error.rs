@@ -16,6 +16,8 @@ pub enum ApiError {
     MethodNotAllowed,
     Conflict(String),
     PayloadTooLarge,
+    /// The body did not arrive within `HILT_READ_TIMEOUT`.
+    RequestTimeout,
     Validation { param: Option<String>, message: String },
     Unavailable,
     /// Logged where it happened; the client sees a generic message.
@@ -41,6 +43,9 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route".into(), None)
             }
             Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone(), None),
+            Self::RequestTimeout => {
+                (StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body did not arrive in time (HILT_READ_TIMEOUT)".into(), None)
+            }
             Self::PayloadTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is larger than 1 MiB".into(), None)
             }

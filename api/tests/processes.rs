@@ -626,3 +626,49 @@ fn a_bad_smtp_url_stops_serve_before_it_says_listening() {
     assert!(!stdout.contains("listening"), "it never said it was listening: {stdout}");
     assert!(stderr.contains("HILT_SMTP_URL"), "the message names the variable: {stderr}");
 }
+
+#[test]
+fn slow_senders_are_cut_off_at_the_read_timeout() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let env = [
+        ("DATABASE_URL", format!("sqlite://{}", dir.path().join("hilt.db").display())),
+        ("HILT_LISTEN", format!("127.0.0.1:{port}")),
+        ("HILT_OUTBOX_DIR", dir.path().join("outbox").display().to_string()),
+        ("HILT_RECEIPT_KEY_FILE", dir.path().join("key").display().to_string()),
+        ("HILT_READ_TIMEOUT", "1s".to_owned()),
+    ];
+    let _serve = Killed(hilt(&["serve"], &env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn"));
+    let started = Instant::now();
+    while !http_ok(&format!("http://127.0.0.1:{port}/healthz")) {
+        assert!(started.elapsed() < Duration::from_secs(20), "serve never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let connect = || {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(8))).expect("timeout");
+        stream
+    };
+
+    // Half the headers, then silence: the server closes the connection.
+    let mut half_headers = connect();
+    half_headers.write_all(b"GET /healthz HTTP/1.1\r\nHost: hilt\r\nX-Slow: 1").expect("write");
+    let sent = Instant::now();
+    let mut answer = Vec::new();
+    let read = half_headers.read_to_end(&mut answer);
+    assert!(read.is_ok(), "the connection was held past the timeout: {read:?}");
+    assert!(sent.elapsed() < Duration::from_secs(5), "closed at the 1 s read timeout, not {:?}", sent.elapsed());
+
+    // The headers, half the body, then silence: 408 in the error shape.
+    let mut half_body = connect();
+    half_body
+        .write_all(b"POST /v1/products HTTP/1.1\r\nHost: hilt\r\nContent-Type: application/json\r\nContent-Length: 200\r\nConnection: close\r\n\r\n{\"name\": \"Sl")
+        .expect("write");
+    let sent = Instant::now();
+    let mut answer = String::new();
+    half_body.read_to_string(&mut answer).expect("an answer before the client gives up");
+    assert!(sent.elapsed() < Duration::from_secs(5), "answered at the read timeout, not {:?}", sent.elapsed());
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "in the error shape: {answer}");
+}

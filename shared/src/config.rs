@@ -24,6 +24,11 @@ pub struct Config {
     #[arg(global = true, long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true, value_parser = parse_redis_url)]
     pub redis_url: Option<String>,
 
+    /// Longest a client may take to send its request headers, and again its body: a connection
+    /// that sends slowly (slowloris) is closed (headers) or answered 408 (body) instead of held.
+    #[arg(global = true, long, env = "HILT_READ_TIMEOUT", value_name = "HILT_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_period)]
+    pub read_timeout: Period,
+
     #[arg(global = true, long = "listen", env = "HILT_LISTEN", value_name = "HILT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
