@@ -18,6 +18,9 @@ pub enum ApiError {
     PayloadTooLarge,
     /// The body did not arrive within `HILT_READ_TIMEOUT`.
     RequestTimeout,
+    /// Over `HILT_RATE_LIMIT` or `HILT_AUTH_FAILURE_LIMIT`; may try again in this many seconds
+    /// (sent as `Retry-After`).
+    RateLimited { retry_after_secs: u64 },
     Validation { param: Option<String>, message: String },
     Unavailable,
     /// Logged where it happened; the client sees a generic message.
@@ -43,6 +46,12 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route".into(), None)
             }
             Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone(), None),
+            Self::RateLimited { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests; try again in {retry_after_secs} s"),
+                None,
+            ),
             Self::RequestTimeout => {
                 (StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body did not arrive in time (HILT_READ_TIMEOUT)".into(), None)
             }
@@ -72,7 +81,11 @@ impl IntoResponse for ApiError {
         if let Some(param) = param {
             error["param"] = param.into();
         }
-        (status, Json(json!({ "error": error }))).into_response()
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if let Self::RateLimited { retry_after_secs } = self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
+        }
+        response
     }
 }
 

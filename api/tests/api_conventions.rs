@@ -220,3 +220,32 @@ backend_test!(health_and_openapi_cover_every_route, |app| {
         assert!(doc.body["paths"][path][method].is_object(), "{method} {path} missing from OpenAPI");
     }
 });
+
+backend_test!(each_key_is_rate_limited_and_guessing_keys_is_throttled, |app| {
+    let mut app = app;
+    let mut config = (*app.config).clone();
+    config.rate_limit = 3;
+    config.auth_failure_limit = 2;
+    app.config = std::sync::Arc::new(config);
+    app.use_providers(hilt_shared::providers::Providers::from_config_with_timeout(&app.config, std::time::Duration::from_secs(3)).expect("providers"));
+    let key = app.merchant().await;
+    let other = app.merchant().await;
+
+    let answers: Vec<_> = futures::future::join_all((0..4).map(|_| app.get("/v1/products", &key))).await;
+    let limited: Vec<_> = answers.iter().filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS).collect();
+    assert_eq!(limited.len(), 1, "3 per second, the 4th is refused: {:?}", answers.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_error(limited[0], StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let retry_after: u64 = limited[0].headers.get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).expect("Retry-After");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_eq!(app.get("/v1/products", &other).await.status, StatusCode::OK, "another key has its own budget");
+    assert_eq!(app.get("/healthz", "").await.status, StatusCode::OK, "health checks are never limited");
+
+    for _ in 0..2 {
+        assert_error(&app.get("/v1/products", "hilt_sk_guess").await, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let guessing = app.get("/v1/products", "hilt_sk_another_guess").await;
+    assert_error(&guessing, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(guessing.headers.contains_key("retry-after"));
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_eq!(app.get("/v1/products", &other).await.status, StatusCode::OK, "a valid key is not held back by the guessing");
+});

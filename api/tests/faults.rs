@@ -46,6 +46,7 @@ impl Cluster {
             ("DATABASE_URL", format!("{database}?application_name={name}")),
             ("HILT_LISTEN", format!("127.0.0.1:{}", self.port)),
             ("HILT_ADMIN_TOKEN", ADMIN.to_owned()),
+            ("HILT_RATE_LIMIT", "1000000".to_owned()),
             ("HILT_OUTBOX_DIR", self.dir.path().join("outbox").display().to_string()),
             ("HILT_RECEIPT_KEY_FILE", self.dir.path().join("key").display().to_string()),
             ("HILT_LOG_FORMAT", "json".to_owned()),

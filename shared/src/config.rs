@@ -29,6 +29,17 @@ pub struct Config {
     #[arg(global = true, long, env = "HILT_READ_TIMEOUT", value_name = "HILT_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_period)]
     pub read_timeout: Period,
 
+    /// Requests per second each API key (or admin token, or client address without one) may
+    /// make, with bursts of as many; more answer 429 `rate_limited` with `Retry-After`. The
+    /// default leaves room for a payment processor confirming over one admin token at peak.
+    #[arg(global = true, long, env = "HILT_RATE_LIMIT", value_name = "HILT_RATE_LIMIT", default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit: u32,
+
+    /// Failed authentications per minute a client address may make before further ones answer
+    /// 429 `rate_limited` instead of 401 (guessing keys is throttled).
+    #[arg(global = true, long, env = "HILT_AUTH_FAILURE_LIMIT", value_name = "HILT_AUTH_FAILURE_LIMIT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub auth_failure_limit: u32,
+
     #[arg(global = true, long = "listen", env = "HILT_LISTEN", value_name = "HILT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 

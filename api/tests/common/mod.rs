@@ -78,6 +78,8 @@ impl TestApp {
         let mut config = Config::for_database(url);
         config.admin_token = Some(ADMIN.into());
         config.encryption_key = Some(ENCRYPTION_KEY.parse().expect("test key"));
+        // Tests fire requests far faster than any client; the limits have their own test.
+        config.rate_limit = 1_000_000;
         config.retry_schedule = hilt_shared::config::Schedule(vec!["10ms".parse().expect("period"); 3]);
         let config = Arc::new(config);
         // Each app signs with its own key file, created on first use like in production.
