@@ -73,10 +73,16 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         }
         Ok(Claim::Replay { status, body }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let (body, withheld) = open_secrets(&state, &body);
             let mut response = (status, body).into_response();
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+            if !withheld.is_empty() {
+                if let Ok(names) = HeaderValue::from_str(&withheld.join(", ")) {
+                    headers.insert("idempotent-replay-withheld", names);
+                }
+            }
             response
         }
         Ok(Claim::New) => {
@@ -86,14 +92,17 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     }
 }
 
-/// Stores a finished response for replay; a 5xx frees the key so the client can retry.
+/// Stores a finished response for replay, its shown-once secrets sealed (see [`SECRET_FIELDS`]);
+/// a 5xx frees the key so the client can retry, and a 401 leaves nothing behind.
 async fn remember(state: &AppState, scope: &str, key: &str, response: Response) -> Response {
     let (parts, body) = response.into_parts();
     let bytes = to_bytes(body, MAX_STORED_RESPONSE).await.unwrap_or_else(|_| Bytes::new());
     let saved = match state.db.conn().await {
-        Ok(mut conn) if parts.status.is_server_error() => idempotency::release(&mut conn, scope, key).await,
+        Ok(mut conn) if parts.status.is_server_error() || parts.status == StatusCode::UNAUTHORIZED => {
+            idempotency::release(&mut conn, scope, key).await
+        }
         Ok(mut conn) => {
-            let text = String::from_utf8_lossy(&bytes);
+            let text = seal_secrets(state, &String::from_utf8_lossy(&bytes));
             idempotency::save_response(&mut conn, scope, key, parts.status.as_u16(), &text).await
         }
         Err(e) => Err(e),
@@ -102,4 +111,47 @@ async fn remember(state: &AppState, scope: &str, key: &str, response: Response) 
         tracing::warn!(error = %e, "could not record the idempotent response");
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Shown-once secrets a response may carry at its top level: a merchant's `api_key`, a webhook
+/// endpoint's `secret`. The stored copy for replays never holds them in plaintext: they are
+/// sealed with `HILT_ENCRYPTION_KEY` (and the replay returns them whole), or, without a key,
+/// left out (the replay names them in `Idempotent-Replay-Withheld`; rotate to get a new one).
+const SECRET_FIELDS: [&str; 2] = ["api_key", "secret"];
+
+fn seal_secrets(state: &AppState, body: &str) -> String {
+    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str::<serde_json::Value>(body) else { return body.to_owned() };
+    let mut changed = false;
+    for field in SECRET_FIELDS {
+        if let Some(serde_json::Value::String(secret)) = object.get(field) {
+            let stored = state.config.encryption_key.as_ref().map(|key| key.seal(secret));
+            object.insert(field.to_owned(), stored.map_or(serde_json::Value::Null, serde_json::Value::String));
+            changed = true;
+        }
+    }
+    if changed { serde_json::Value::Object(object).to_string() } else { body.to_owned() }
+}
+
+/// The stored response with its sealed secrets opened; the names of those it cannot return.
+fn open_secrets(state: &AppState, stored: &str) -> (String, Vec<&'static str>) {
+    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str::<serde_json::Value>(stored) else { return (stored.to_owned(), Vec::new()) };
+    let mut withheld = Vec::new();
+    for field in SECRET_FIELDS {
+        match object.get(field) {
+            Some(serde_json::Value::String(sealed)) if hilt_shared::secrets::is_sealed(sealed) => {
+                match state.config.encryption_key.as_ref().and_then(|key| key.open(sealed).ok()) {
+                    Some(secret) => {
+                        object.insert(field.to_owned(), serde_json::Value::String(secret));
+                    }
+                    None => {
+                        object.insert(field.to_owned(), serde_json::Value::Null);
+                        withheld.push(field);
+                    }
+                }
+            }
+            Some(serde_json::Value::Null) => withheld.push(field),
+            _ => {}
+        }
+    }
+    (serde_json::Value::Object(object).to_string(), withheld)
 }

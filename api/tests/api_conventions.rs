@@ -249,3 +249,53 @@ backend_test!(each_key_is_rate_limited_and_guessing_keys_is_throttled, |app| {
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     assert_eq!(app.get("/v1/products", &other).await.status, StatusCode::OK, "a valid key is not held back by the guessing");
 });
+
+backend_test!(idempotency_keeps_no_secret_in_plaintext_frees_dead_claims_and_ignores_failed_auth, |app| {
+    let send = |path: &str, token: &str, idem: &str, body: serde_json::Value| {
+        Request::post(path.to_owned())
+            .header("authorization", format!("Bearer {token}"))
+            .header("idempotency-key", idem.to_owned())
+            .body(Body::from(body.to_string()))
+            .expect("request")
+    };
+    let count = |idem: &'static str| app.count("SELECT COUNT(*) FROM idempotency_keys WHERE idem_key = $1", idem);
+
+    // A shown-once API key: the replay returns it, the stored copy never holds it.
+    let first = app.raw(send("/v1/admin/merchants", ADMIN, "merchant-1", json!({"name": "Acme"}))).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let api_key = first.body["api_key"].as_str().expect("key").to_owned();
+    let replay = app.raw(send("/v1/admin/merchants", ADMIN, "merchant-1", json!({"name": "Acme"}))).await;
+    assert_eq!(replay.body["api_key"], api_key.as_str(), "the replay is the first response, secret included");
+    let stored: String = sqlx::query_scalar("SELECT response_body FROM idempotency_keys WHERE idem_key = 'merchant-1'")
+        .fetch_one(app.db.pool())
+        .await
+        .expect("stored");
+    assert!(!stored.contains(&api_key), "no plaintext key at rest: {stored}");
+
+    // The same for a webhook endpoint's signing secret.
+    let endpoint = app.raw(send("/v1/webhook-endpoints", &api_key, "hook-1", json!({"url": "https://example.com/hook", "events": ["*"]}))).await;
+    assert_eq!(endpoint.status, StatusCode::CREATED, "{}", endpoint.body);
+    let secret = endpoint.body["secret"].as_str().expect("secret").to_owned();
+    let stored: String = sqlx::query_scalar("SELECT response_body FROM idempotency_keys WHERE idem_key = 'hook-1'")
+        .fetch_one(app.db.pool())
+        .await
+        .expect("stored");
+    assert!(!stored.contains(&secret), "no plaintext secret at rest: {stored}");
+
+    // A request that failed authentication leaves no key behind.
+    let denied = app.raw(send("/v1/products", "hilt_sk_wrong", "denied-1", json!({"name": "x"}))).await;
+    assert_error(&denied, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(count("denied-1").await, 0);
+
+    // A claim whose request died (no response after 30 s) is free again.
+    let body = json!({"name": "VIP", "platform": "telegram", "price": {"amount": "1", "currency": "USD"}});
+    let scope = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!("Bearer {api_key}")));
+    sqlx::query("INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ($1, 'died-1', 'whatever', $2)")
+        .bind(&scope)
+        .bind(hilt_shared::clock::now_ms() - 31_000)
+        .execute(app.db.pool())
+        .await
+        .expect("a dead claim");
+    let retried = app.raw(send("/v1/products", &api_key, "died-1", body)).await;
+    assert_eq!(retried.status, StatusCode::CREATED, "not 409 'in progress' for 24 h: {}", retried.body);
+});

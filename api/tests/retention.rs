@@ -53,7 +53,19 @@ backend_test!(history_older_than_the_retention_window_is_pruned_and_counted, |ap
     let old_events = r.app.count("SELECT COUNT(*) FROM events WHERE membership_id = $1", &old).await;
     assert!(old_events >= 2, "payment.confirmed and delivery.succeeded at least");
 
+    // An Idempotency-Key claimed 25 hours ago no longer replays; one from an hour ago does.
+    for (key, age_h) in [("old-key", 25), ("new-key", 1)] {
+        sqlx::query("INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ('s', $1, 'h', $2)")
+            .bind(key)
+            .bind(hilt_shared::clock::now_ms() - age_h * 3_600_000)
+            .execute(pool)
+            .await
+            .expect("key");
+    }
+
     let pruned = hilt_worker::retention::tick(&r.ctx).await.expect("pass").expect("lease");
+    assert_eq!(r.app.count("SELECT COUNT(*) FROM idempotency_keys WHERE idem_key = $1", "old-key").await, 0);
+    assert_eq!(r.app.count("SELECT COUNT(*) FROM idempotency_keys WHERE idem_key = $1", "new-key").await, 1);
     let by_table = |t: &str| pruned.iter().find(|(table, _)| *table == t).map_or(0, |(_, n)| *n);
     assert_eq!(by_table("jobs"), 1, "{pruned:?}");
     assert_eq!(by_table("delivery_attempts"), 1, "{pruned:?}");

@@ -1,5 +1,5 @@
 //! Retention: history older than `HILT_RETENTION` (finished jobs, delivery attempts, webhook
-//! deliveries, events) is pruned by one worker at a time (the `retention` lease), every
+//! deliveries, events), and `Idempotency-Key` claims older than 24 h, are pruned by one worker at a time (the `retention` lease), every
 //! `Tuning::retention_every`, in bounded batches per pass, so a large history is worked off
 //! over several passes instead of one long delete. Totals are on `/metrics`
 //! (`hilt_pruned_rows_total`).
@@ -15,6 +15,8 @@ use tokio::sync::watch;
 use crate::JobContext;
 
 pub const LEASE_NAME: &str = "retention";
+/// How long an `Idempotency-Key` replays its first response (SPEC §3).
+const IDEMPOTENCY_TTL_MS: i64 = 24 * 3_600_000;
 /// Rows deleted per statement, and statements per table and pass.
 const BATCH: i64 = 1_000;
 const BATCHES_PER_PASS: usize = 10;
@@ -62,5 +64,12 @@ pub async fn tick(ctx: &JobContext) -> anyhow::Result<Option<Pruned>> {
         }
         pruned.push((table, total));
     }
+    let mut tx = ctx.db.begin().await?;
+    let keys = retention::prune_idempotency_keys(&mut tx, now - IDEMPOTENCY_TTL_MS).await?;
+    if keys > 0 {
+        retention::count_pruned(&mut tx, "idempotency_keys", keys, now).await?;
+    }
+    tx.commit().await?;
+    pruned.push(("idempotency_keys", keys));
     Ok(Some(pruned))
 }

@@ -13,6 +13,10 @@ pub enum Claim {
     Replay { status: u16, body: String },
 }
 
+/// A claim with no response after this long belongs to a request that died (the client gave up,
+/// the process was killed): the key is free again.
+pub const ABANDONED_AFTER_MS: i64 = 30_000;
+
 pub async fn claim(
     conn: &mut AnyConnection,
     scope: &str,
@@ -21,12 +25,16 @@ pub async fn claim(
     now: i64,
     ttl_ms: i64,
 ) -> Result<Claim, sqlx::Error> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND created_at < $3")
-        .bind(scope)
-        .bind(key)
-        .bind(now - ttl_ms)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 \
+         AND (created_at < $3 OR (response_status IS NULL AND created_at < $4))",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(now - ttl_ms)
+    .bind(now - ABANDONED_AFTER_MS)
+    .execute(&mut *conn)
+    .await?;
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (scope, idem_key) DO NOTHING",
@@ -74,7 +82,8 @@ pub async fn save_response(
     Ok(())
 }
 
-/// Frees the key after a failure the client should be able to retry (5xx).
+/// Frees the key: after a failure the client should be able to retry (5xx), or a request that
+/// failed authentication (which must leave nothing behind).
 pub async fn release(conn: &mut AnyConnection, scope: &str, key: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
         .bind(scope)
