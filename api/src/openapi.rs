@@ -1,9 +1,14 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
 use axum::Json;
+use serde::Serialize;
 use utoipa::{
-    Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    Modify, OpenApi, ToSchema,
+    openapi::{
+        ContentBuilder, Ref, RefOr, ResponseBuilder,
+        path::Operation,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
 
 use crate::routes::{admin, health, memberships, ops, payments, products, receipts, support, webhook_endpoints};
@@ -32,9 +37,86 @@ use crate::routes::{admin, health, memberships, ops, payments, products, receipt
         webhook_endpoints::rotate_webhook_secret, webhook_endpoints::list_webhook_deliveries,
         webhook_endpoints::retry_webhook_delivery,
     ),
-    modifiers(&Security)
+    components(schemas(ErrorBody)),
+    modifiers(&Security, &Errors)
 )]
 pub struct ApiDoc;
+
+/// Every error answer (SPEC §3): `{"error": {"code", "message", "param"?}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorFields,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorFields {
+    /// `invalid_json`, `unauthorized`, `not_found`, `method_not_allowed`, `conflict`,
+    /// `request_timeout`, `payload_too_large`, `validation_failed`, `rate_limited`,
+    /// `unavailable`.
+    pub code: String,
+    pub message: String,
+    /// The field or query parameter to blame, when one is.
+    pub param: Option<String>,
+}
+
+/// Documents on every operation the error statuses it can answer, with the error schema, so a
+/// generated client knows them: what each handler's annotation lists, plus those every route of
+/// its kind shares (authentication, bodies, path ids, rate limits, a database that is down).
+struct Errors;
+
+impl Errors {
+    fn shared_statuses(path: &str, method: &str, op: &Operation) -> Vec<(&'static str, &'static str)> {
+        let mut statuses = vec![("503", "unavailable: a backing service is down; nothing changed")];
+        if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+            statuses.push(("401", "unauthorized: missing or wrong credentials"));
+            statuses.push(("429", "rate_limited: over HILT_RATE_LIMIT (see Retry-After)"));
+        }
+        if op.request_body.is_some() {
+            statuses.push(("400", "invalid_json: the body is not JSON"));
+            statuses.push(("408", "request_timeout: the body did not arrive within HILT_READ_TIMEOUT"));
+            statuses.push(("413", "payload_too_large: the body is over 1 MiB"));
+            statuses.push(("422", "validation_failed: a field is missing, of the wrong type or invalid (see param)"));
+        }
+        if path.contains('{') {
+            statuses.push(("404", "not_found: no such object (or another merchant's)"));
+        }
+        if method == "post" {
+            statuses.push(("409", "conflict: the state forbids it, or the Idempotency-Key was used with another request"));
+        }
+        statuses
+    }
+}
+
+impl Modify for Errors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [("get", &mut item.get), ("post", &mut item.post), ("patch", &mut item.patch), ("delete", &mut item.delete), ("put", &mut item.put)];
+            for (method, op) in operations {
+                let Some(op) = op.as_mut() else { continue };
+                let mut wanted: std::collections::BTreeMap<String, String> =
+                    Self::shared_statuses(path, method, op).into_iter().map(|(s, d)| (s.to_owned(), d.to_owned())).collect();
+                // Error statuses a handler lists without a body get the error schema too.
+                for (status, response) in &op.responses.responses {
+                    if let RefOr::T(r) = response
+                        && (status.starts_with('4') || status.starts_with('5'))
+                        && r.content.is_empty()
+                    {
+                        wanted.entry(status.clone()).or_insert_with(|| r.description.clone());
+                    }
+                }
+                for (status, description) in wanted {
+                    let documented = matches!(op.responses.responses.get(&status), Some(RefOr::T(r)) if !r.content.is_empty());
+                    if documented {
+                        continue;
+                    }
+                    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+                    let response = ResponseBuilder::new().description(description).content("application/json", content).build();
+                    op.responses.responses.insert(status, RefOr::T(response));
+                }
+            }
+        }
+    }
+}
 
 struct Security;
 

@@ -219,6 +219,35 @@ backend_test!(health_and_openapi_cover_every_route, |app| {
     ] {
         assert!(doc.body["paths"][path][method].is_object(), "{method} {path} missing from OpenAPI");
     }
+
+    // Every operation documents the errors it can answer, each with the error schema.
+    let error_ref = json!({"$ref": "#/components/schemas/ErrorBody"});
+    let mut checked = 0;
+    for (path, item) in doc.body["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let responses = &op["responses"];
+            let mut must = vec!["503"];
+            if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
+                must.extend(["401", "429"]);
+            }
+            if op.get("requestBody").is_some() {
+                must.extend(["400", "413", "422"]);
+            }
+            if path.contains('{') {
+                must.push("404");
+            }
+            for status in must {
+                assert_eq!(responses[status]["content"]["application/json"]["schema"], error_ref, "{method} {path} documents {status}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 45, "{checked} operations");
+    // Schema names are unique: a membership's delivery is not a webhook delivery.
+    let schemas = &doc.body["components"]["schemas"];
+    assert!(schemas["DeliveryView"]["properties"]["attempts"].is_object(), "{}", schemas["DeliveryView"]);
+    assert!(schemas["WebhookDeliveryView"]["properties"]["endpoint_id"].is_object(), "{}", schemas["WebhookDeliveryView"]);
+    assert!(schemas["ErrorBody"]["properties"]["error"].is_object());
 });
 
 backend_test!(each_key_is_rate_limited_and_guessing_keys_is_throttled, |app| {

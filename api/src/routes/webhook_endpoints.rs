@@ -8,7 +8,7 @@ use axum::{
 };
 use hilt_shared::{
     service::webhooks::{self, CreateEndpoint},
-    views::webhooks::{DeliveryView, EndpointView, EndpointWithSecret},
+    views::webhooks::{WebhookDeliveryView, EndpointView, EndpointWithSecret},
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -89,13 +89,13 @@ pub async fn rotate_webhook_secret(
 /// Every attempt to send an event to the endpoint, newest first: status code, latency, error.
 #[utoipa::path(get, path = "/v1/webhook-endpoints/{id}/deliveries", tag = "webhooks", params(("id" = String, Path),
         ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
-    responses((status = 200, body = List<DeliveryView>), (status = 404), (status = 422)), security(("api_key" = [])))]
+    responses((status = 200, body = List<WebhookDeliveryView>), (status = 404), (status = 422)), security(("api_key" = [])))]
 pub async fn list_webhook_deliveries(
     merchant: Merchant,
     State(state): State<AppState>,
     Path(id): Path<String>,
     QueryPairs(query): QueryPairs,
-) -> Result<Json<List<DeliveryView>>, ApiError> {
+) -> Result<Json<List<WebhookDeliveryView>>, ApiError> {
     let page = Page::from_query(&query)?;
     let (data, total) = webhooks::deliveries(&state.db, &merchant.id, &id, page.limit, page.offset).await?;
     Ok(Json(List { data, total, limit: page.limit, offset: page.offset }))

@@ -22,7 +22,7 @@ use crate::{
         webhook_deliveries::{self, DeliveryRow},
         webhook_endpoints::{self, EndpointRow},
     },
-    views::webhooks::{DeliveryView, EndpointView, EndpointWithSecret},
+    views::webhooks::{WebhookDeliveryView, EndpointView, EndpointWithSecret},
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -101,11 +101,11 @@ pub async fn deliveries(
     endpoint_id: &str,
     limit: i64,
     offset: i64,
-) -> Result<(Vec<DeliveryView>, i64), ServiceError> {
+) -> Result<(Vec<WebhookDeliveryView>, i64), ServiceError> {
     let mut conn = db.conn().await?;
     load(&mut conn, merchant_id, endpoint_id).await?;
     let (rows, total) = webhook_deliveries::list_for_endpoint(&mut conn, endpoint_id, limit, offset).await?;
-    Ok((rows.iter().map(DeliveryView::from).collect(), total))
+    Ok((rows.iter().map(WebhookDeliveryView::from).collect(), total))
 }
 
 /// Sends the event of a delivery attempt to the endpoint again, now, with a fresh retry budget

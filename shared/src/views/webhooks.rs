@@ -52,7 +52,7 @@ pub struct EndpointWithSecret {
 
 /// One attempt to send one event to the endpoint.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DeliveryView {
+pub struct WebhookDeliveryView {
     pub id: String,
     pub endpoint_id: String,
     /// The event id, also the `webhook-id` header of every attempt.
@@ -74,7 +74,7 @@ pub struct DeliveryView {
     pub finished_at: String,
 }
 
-impl From<&DeliveryRow> for DeliveryView {
+impl From<&DeliveryRow> for WebhookDeliveryView {
     fn from(d: &DeliveryRow) -> Self {
         Self {
             id: d.id.clone(),
