@@ -12,6 +12,8 @@ use serde_json::json;
 pub enum ApiError {
     InvalidJson(String),
     Unauthorized,
+    /// Authenticated, but the request may not do this (an /ops form posted from another site).
+    Forbidden(String),
     NotFound,
     MethodNotAllowed,
     Conflict(String),
@@ -41,6 +43,7 @@ impl ApiError {
                 "missing or invalid credentials: send Authorization: Bearer <key>".into(),
                 None,
             ),
+            Self::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone(), None),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such object".into(), None),
             Self::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route".into(), None)

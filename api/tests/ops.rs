@@ -105,3 +105,38 @@ backend_test!(metrics_expose_queue_depth_outcomes_and_latency, |app| {
     assert!(text.contains("# TYPE hilt_delivery_attempt_duration_seconds histogram"));
     r.stop_workers().await;
 });
+
+backend_test!(a_form_posted_from_another_site_changes_nothing, |app| {
+    let post = |origin: Option<&str>, body: &str| {
+        let mut request = Request::post("/ops/queues/webhook/pause")
+            .header("host", "hilt.local:8080")
+            .header("authorization", basic(ADMIN))
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.body(Body::from(body.to_owned())).expect("request")
+    };
+    let paused = || async { app.get("/v1/ops/queues", ADMIN).await.body["queues"].as_array().expect("queues").iter().any(|q| q["name"] == "webhook" && q["paused"] == true) };
+
+    // The page may not be framed by another site, and its forms carry a token.
+    let page = app.raw(Request::get("/ops").header("authorization", basic(ADMIN)).body(Body::empty()).expect("request")).await;
+    assert_eq!(page.headers.get("content-security-policy").and_then(|v| v.to_str().ok()), Some("frame-ancestors 'none'"));
+    assert_eq!(page.headers.get("x-frame-options").and_then(|v| v.to_str().ok()), Some("DENY"));
+    let html = page.body.as_str().expect("html").to_owned();
+    let token = html.split("name=csrf value='").nth(1).and_then(|rest| rest.split('\'').next()).expect("a csrf field in the form").to_owned();
+
+    // An auto-submitting form elsewhere: the browser resends Basic credentials, but not the token.
+    let forged = app.raw(post(Some("https://evil.example"), &format!("csrf={token}"))).await;
+    assert_error(&forged, StatusCode::FORBIDDEN, "forbidden");
+    let tokenless = app.raw(post(Some("http://hilt.local:8080"), "")).await;
+    assert_error(&tokenless, StatusCode::FORBIDDEN, "forbidden");
+    let no_origin = app.raw(post(None, &format!("csrf={token}"))).await;
+    assert_error(&no_origin, StatusCode::FORBIDDEN, "forbidden");
+    assert!(!paused().await, "nothing changed");
+
+    // The page's own form works.
+    let own = app.raw(post(Some("http://hilt.local:8080"), &format!("csrf={token}"))).await;
+    assert_eq!(own.status, StatusCode::SEE_OTHER, "{}", own.body);
+    assert!(paused().await);
+});

@@ -136,7 +136,66 @@ impl axum::extract::FromRequestParts<AppState> for PageAdmin {
     }
 }
 
-pub async fn dashboard(_: PageAdmin, State(state): State<AppState>) -> Result<Html<String>, ApiError> {
+/// A state-changing form post from an /ops page. Basic credentials are resent by the browser to
+/// any site's form, so the admin check alone is not enough (CSRF): the request must also come
+/// from this origin (`Origin`, else `Referer`, matching `Host`) and carry the page's `csrf`
+/// token, which another site cannot read.
+pub struct PageAction;
+
+impl axum::extract::FromRequest<AppState> for PageAction {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        <PageAdmin as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, state).await?;
+        let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let source = parts.headers.get(header::ORIGIN).or_else(|| parts.headers.get(header::REFERER)).and_then(|v| v.to_str().ok());
+        let same_origin = source.is_some_and(|s| {
+            let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://")).unwrap_or_default();
+            !host.is_empty() && rest.split('/').next() == Some(host)
+        });
+        if !same_origin {
+            return Err(ApiError::Forbidden("operations actions are taken from this site's /ops pages only".into()).into_response());
+        }
+        let bytes = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| ApiError::PayloadTooLarge.into_response())?;
+        let token = url_form_value(&bytes, "csrf");
+        if token.as_deref() != Some(csrf_token(state).as_str()) {
+            return Err(ApiError::Forbidden("the form's csrf token is missing or wrong; reload the page".into()).into_response());
+        }
+        Ok(PageAction)
+    }
+}
+
+/// The token /ops forms carry: derived from the admin token, so it changes when that does and
+/// no other site can know it.
+fn csrf_token(state: &AppState) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(format!("hilt ops csrf\0{}", state.admin_token)))
+}
+
+/// One field of an `application/x-www-form-urlencoded` body (our tokens are plain hex).
+fn url_form_value(body: &[u8], name: &str) -> Option<String> {
+    std::str::from_utf8(body).ok()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| value.to_owned())
+    })
+}
+
+/// A hidden form field with the page's csrf token.
+fn csrf_field(state: &AppState) -> String {
+    format!("<input type=hidden name=csrf value='{}'>", csrf_token(state))
+}
+
+/// An /ops page: no other site may frame it (clickjacking).
+fn page_response(html: String) -> Response {
+    (
+        [(header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"), (header::X_FRAME_OPTIONS, "DENY")],
+        Html(html),
+    )
+        .into_response()
+}
+
+pub async fn dashboard(_: PageAdmin, State(state): State<AppState>) -> Result<Response, ApiError> {
     let queues = ops::queues(&state.db).await?;
     let failures = ops::recent_failures(&state.db, 20).await?;
     let review = ops::manual_review(&state.db, 50).await?;
@@ -150,11 +209,12 @@ pub async fn dashboard(_: PageAdmin, State(state): State<AppState>) -> Result<Ht
     let mut body = String::new();
     body.push_str(&format!("<p class=muted>Generated {} · refreshes every 5 s · {} live worker(s)</p>", esc(&queues.generated_at), queues.workers.len()));
     body.push_str("<h2>Queues</h2><table><tr><th>queue</th><th>pending</th><th>scheduled</th><th>running</th><th>failed</th><th>dead</th><th>done / 5 min</th><th>per min</th><th>avg latency</th><th>oldest waiting</th><th></th></tr>");
+    let csrf = csrf_field(&state);
     for q in &queues.queues {
         let action = if q.paused { "resume" } else { "pause" };
         body.push_str(&format!(
             "<tr class='{}'><td><b>{}</b>{}</td><td>{}</td><td>{}</td><td>{}</td><td class='{}'>{}</td><td class='{}'>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td>\
-             <td><form method=post action='/ops/queues/{}/{action}'><button>{action}</button></form></td></tr>",
+             <td><form method=post action='/ops/queues/{}/{action}'>{csrf}<button>{action}</button></form></td></tr>",
             if q.paused { "paused" } else { "" },
             esc(&q.name),
             if q.paused { " <span class=tag>paused</span>" } else { "" },
@@ -214,10 +274,10 @@ pub async fn dashboard(_: PageAdmin, State(state): State<AppState>) -> Result<Ht
         body.push_str(&format!("<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&w.id), w.concurrency, esc(&w.started_at), esc(&w.heartbeat_at)));
     }
     body.push_str("</table>");
-    Ok(Html(page("Hilt operations", &body, true)))
+    Ok(page_response(page("Hilt operations", &body, true)))
 }
 
-pub async fn job_page(_: PageAdmin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Html<String>, ApiError> {
+pub async fn job_page(_: PageAdmin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let d = ops::job(&state.db, &id).await?;
     let j = &d.job;
     let mut body = format!(
@@ -227,8 +287,8 @@ pub async fn job_page(_: PageAdmin, State(state): State<AppState>, Path(id): Pat
          <tr><th>membership</th><td><code>{membership}</code></td></tr><tr><th>run at</th><td>{run_at}</td></tr>\
          <tr><th>runs / failures</th><td>{runs} / {failures}</td></tr><tr><th>last error</th><td>{error}</td></tr>\
          <tr><th>held by</th><td>{held}</td></tr><tr><th>payload</th><td><code>{payload}</code></td></tr></table>\
-         <form method=post action='/ops/jobs/{id}/retry' style='display:inline'><button>retry now</button></form> \
-         <form method=post action='/ops/jobs/{id}/discard' style='display:inline'><button>discard</button></form>",
+         <form method=post action='/ops/jobs/{id}/retry' style='display:inline'>{csrf}<button>retry now</button></form> \
+         <form method=post action='/ops/jobs/{id}/discard' style='display:inline'>{csrf}<button>discard</button></form>",
         id = esc(&j.id),
         queue = esc(&j.queue),
         status = esc(&j.status),
@@ -239,6 +299,7 @@ pub async fn job_page(_: PageAdmin, State(state): State<AppState>, Path(id): Pat
         error = esc(j.last_error.as_deref().unwrap_or("–")),
         held = esc(j.locked_by.as_deref().unwrap_or("–")),
         payload = esc(&j.payload.to_string()),
+        csrf = csrf_field(&state),
     );
     body.push_str("<h2>Attempts</h2><table><tr><th>#</th><th>trigger</th><th>provider</th><th>outcome</th><th>error</th><th>invite link</th><th>worker</th><th>duration</th><th>started</th></tr>");
     for a in &d.attempts {
@@ -256,24 +317,24 @@ pub async fn job_page(_: PageAdmin, State(state): State<AppState>, Path(id): Pat
         ));
     }
     body.push_str("</table>");
-    Ok(Html(page(&format!("Job {}", j.id), &body, false)))
+    Ok(page_response(page(&format!("Job {}", j.id), &body, false)))
 }
 
 /// Form actions of the page: do it, then back to the page.
-pub async fn page_retry(_: PageAdmin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Redirect, ApiError> {
+pub async fn page_retry(State(state): State<AppState>, Path(id): Path<String>, _: PageAction) -> Result<Redirect, ApiError> {
     ops::retry_job(&state.db, &id).await?;
     Ok(Redirect::to(&format!("/ops/jobs/{id}")))
 }
 
-pub async fn page_discard(_: PageAdmin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Redirect, ApiError> {
+pub async fn page_discard(State(state): State<AppState>, Path(id): Path<String>, _: PageAction) -> Result<Redirect, ApiError> {
     ops::discard_job(&state.db, &id).await?;
     Ok(Redirect::to(&format!("/ops/jobs/{id}")))
 }
 
 pub async fn page_queue_action(
-    _: PageAdmin,
     State(state): State<AppState>,
     Path((queue, action)): Path<(String, String)>,
+    _: PageAction,
 ) -> Result<Redirect, ApiError> {
     match action.as_str() {
         "pause" => ops::set_paused(&state.db, &queue, true).await?,
