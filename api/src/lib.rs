@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ops/jobs/{id}/retry", post(ops::retry_job))
         .route("/v1/ops/jobs/{id}/discard", post(ops::discard_job))
         .route("/v1/ops/attention", get(ops::attention))
+        .route("/v1/ops/audit", get(ops::audit))
         .route("/metrics", get(ops::metrics))
         .route("/ops", get(ops::dashboard))
         .route("/ops/jobs/{id}", get(ops::job_page))

@@ -78,10 +78,10 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-            if !withheld.is_empty() {
-                if let Ok(names) = HeaderValue::from_str(&withheld.join(", ")) {
-                    headers.insert("idempotent-replay-withheld", names);
-                }
+            if !withheld.is_empty()
+                && let Ok(names) = HeaderValue::from_str(&withheld.join(", "))
+            {
+                headers.insert("idempotent-replay-withheld", names);
             }
             response
         }

@@ -140,3 +140,46 @@ backend_test!(a_form_posted_from_another_site_changes_nothing, |app| {
     assert_eq!(own.status, StatusCode::SEE_OTHER, "{}", own.body);
     assert!(paused().await);
 });
+
+backend_test!(every_operations_action_is_in_the_audit_log, |app| {
+    let key = app.merchant().await;
+    let product = app.telegram_product(&key).await;
+    let payment = app.payment(&key, &product, 1).await;
+    app.confirm(&payment, "tx-audit").await;
+    let job = app.get("/v1/ops/queues/delivery/jobs?status=queued", ADMIN).await.body["data"][0]["id"].as_str().expect("job").to_owned();
+
+    // From the API, then from the dashboard's own form.
+    assert_eq!(app.post("/v1/ops/queues/webhook/pause", ADMIN, json!({})).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.post(&format!("/v1/ops/jobs/{job}/discard"), ADMIN, json!({})).await.status, StatusCode::OK);
+    let page = app.raw(Request::get("/ops").header("authorization", basic(ADMIN)).body(Body::empty()).expect("request")).await;
+    let html = page.body.as_str().expect("html").to_owned();
+    let token = html.split("name=csrf value='").nth(1).and_then(|rest| rest.split('\'').next()).expect("csrf").to_owned();
+    let resumed = app
+        .raw(
+            Request::post("/ops/queues/webhook/resume")
+                .header("host", "hilt.local")
+                .header("origin", "http://hilt.local")
+                .header("authorization", basic(ADMIN))
+                .body(Body::from(format!("csrf={token}")))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(resumed.status, StatusCode::SEE_OTHER);
+
+    let log = app.get("/v1/ops/audit", ADMIN).await;
+    assert_eq!(log.status, StatusCode::OK);
+    assert_eq!(log.body["total"], 3, "{}", log.body);
+    let entries = log.body["data"].as_array().expect("data");
+    let seen: Vec<(&str, &str, bool)> = entries
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap_or(""), e["target"].as_str().unwrap_or(""), e["source"].as_str().unwrap_or("").ends_with("via the dashboard")))
+        .collect();
+    assert_eq!(seen, [("queue.resume", "webhook", true), ("job.discard", job.as_str(), false), ("queue.pause", "webhook", false)], "newest first");
+    for e in entries {
+        assert!(e["actor"].as_str().is_some_and(|a| a.starts_with("admin credential ") && !a.contains(ADMIN)), "who, never the token: {e}");
+        assert!(e["at"].as_str().is_some_and(|t| t.ends_with('Z')), "when: {e}");
+    }
+    assert_error(&app.get("/v1/ops/audit", &key).await, StatusCode::UNAUTHORIZED, "unauthorized");
+    let page = app.raw(Request::get("/ops").header("authorization", basic(ADMIN)).body(Body::empty()).expect("request")).await;
+    assert!(page.body.as_str().is_some_and(|h| h.contains("Recent actions") && h.contains("job.discard")), "shown on /ops");
+});

@@ -11,11 +11,12 @@ use axum::{
 use hilt_shared::{
     queue::Queue,
     storage::jobs::JobStatus,
-    service::ops::{self, FailureView, JobDetail, JobView, QueuesView, ReviewView},
+    service::ops::{self, AuditEntry, FailureView, JobDetail, JobView, QueuesView, ReviewView},
 };
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::List;
 use crate::{
     error::ApiError,
     extract::{Admin, QueryPairs, Path},
@@ -63,30 +64,47 @@ pub async fn get_job(_: Admin, State(state): State<AppState>, Path(id): Path<Str
 /// Run a waiting, failed or dead job now.
 #[utoipa::path(post, path = "/v1/ops/jobs/{id}/retry", tag = "operations", params(("id" = String, Path)),
     responses((status = 200, body = JobView), (status = 404), (status = 409)), security(("admin_token" = [])))]
-pub async fn retry_job(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(ops::retry_job(&state.db, &id).await?))
+pub async fn retry_job(_: Admin, actor: Actor, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    let job = ops::retry_job(&state.db, &id).await?;
+    actor.record(&state, "job.retry", &id).await?;
+    Ok(Json(job))
 }
 
 /// Drop a waiting, failed or dead job.
 #[utoipa::path(post, path = "/v1/ops/jobs/{id}/discard", tag = "operations", params(("id" = String, Path)),
     responses((status = 200, body = JobView), (status = 404), (status = 409)), security(("admin_token" = [])))]
-pub async fn discard_job(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(ops::discard_job(&state.db, &id).await?))
+pub async fn discard_job(_: Admin, actor: Actor, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
+    let job = ops::discard_job(&state.db, &id).await?;
+    actor.record(&state, "job.discard", &id).await?;
+    Ok(Json(job))
 }
 
 /// Stop handing a queue's jobs to workers (running jobs finish).
 #[utoipa::path(post, path = "/v1/ops/queues/{queue}/pause", tag = "operations", params(("queue" = String, Path)),
     responses((status = 204), (status = 404)), security(("admin_token" = [])))]
-pub async fn pause_queue(_: Admin, State(state): State<AppState>, Path(queue): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn pause_queue(_: Admin, actor: Actor, State(state): State<AppState>, Path(queue): Path<String>) -> Result<StatusCode, ApiError> {
     ops::set_paused(&state.db, &queue, true).await?;
+    actor.record(&state, "queue.pause", &queue).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/v1/ops/queues/{queue}/resume", tag = "operations", params(("queue" = String, Path)),
     responses((status = 204), (status = 404)), security(("admin_token" = [])))]
-pub async fn resume_queue(_: Admin, State(state): State<AppState>, Path(queue): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn resume_queue(_: Admin, actor: Actor, State(state): State<AppState>, Path(queue): Path<String>) -> Result<StatusCode, ApiError> {
     ops::set_paused(&state.db, &queue, false).await?;
+    actor.record(&state, "queue.resume", &queue).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Every operations action (pause, resume, retry, discard) from the dashboard or this API,
+/// newest first: who, when, what and from where.
+#[utoipa::path(get, path = "/v1/ops/audit", tag = "operations",
+    params(("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, body = List<AuditEntry>)), security(("admin_token" = [])))]
+pub async fn audit(_: Admin, State(state): State<AppState>, QueryPairs(query): QueryPairs) -> Result<Json<List<AuditEntry>>, ApiError> {
+    let page = crate::extract::Page::from_query(&query)?;
+    let (data, total) = ops::audit_log(&state.db, page.limit, page.offset).await?;
+    Ok(Json(List { data, total, limit: page.limit, offset: page.offset }))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -113,6 +131,35 @@ pub async fn attention(_: Admin, State(state): State<AppState>) -> Result<Json<A
 pub async fn metrics(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = ops::prometheus(&state.db).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// Who takes an operations action and from where, for the audit log: a fingerprint of the
+/// admin credential (never the credential), the client's address, dashboard or API.
+pub struct Actor {
+    who: String,
+    from: String,
+}
+
+impl axum::extract::FromRequestParts<AppState> for Actor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        use sha2::Digest;
+        let credential = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()).unwrap_or_default();
+        let fingerprint = hex::encode(&sha2::Sha256::digest(credential)[..4]);
+        let address = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or_else(|| "an unknown address".to_owned(), |c| c.0.ip().to_string());
+        let via = if parts.uri.path().starts_with("/ops/") { "dashboard" } else { "API" };
+        Ok(Actor { who: format!("admin credential {fingerprint}"), from: format!("{address} via the {via}") })
+    }
+}
+
+impl Actor {
+    async fn record(&self, state: &AppState, action: &str, target: &str) -> Result<(), ApiError> {
+        Ok(ops::record_action(&state.db, &self.who, action, target, &self.from).await?)
+    }
 }
 
 /// The admin check for pages: a browser gets a Basic prompt instead of JSON.
@@ -274,6 +321,20 @@ pub async fn dashboard(_: PageAdmin, State(state): State<AppState>) -> Result<Re
         body.push_str(&format!("<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&w.id), w.concurrency, esc(&w.started_at), esc(&w.heartbeat_at)));
     }
     body.push_str("</table>");
+    let (actions, _) = ops::audit_log(&state.db, 10, 0).await?;
+    body.push_str("<h2>Recent actions</h2>");
+    if actions.is_empty() {
+        body.push_str("<p class=muted>No operations action yet.</p>");
+    } else {
+        body.push_str("<table><tr><th>when</th><th>action</th><th>target</th><th>who</th><th>from</th></tr>");
+        for a in &actions {
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                esc(&a.at), esc(&a.action), esc(&a.target), esc(&a.actor), esc(&a.source)
+            ));
+        }
+        body.push_str("</table>");
+    }
     Ok(page_response(page("Hilt operations", &body, true)))
 }
 
@@ -321,17 +382,20 @@ pub async fn job_page(_: PageAdmin, State(state): State<AppState>, Path(id): Pat
 }
 
 /// Form actions of the page: do it, then back to the page.
-pub async fn page_retry(State(state): State<AppState>, Path(id): Path<String>, _: PageAction) -> Result<Redirect, ApiError> {
+pub async fn page_retry(actor: Actor, State(state): State<AppState>, Path(id): Path<String>, _: PageAction) -> Result<Redirect, ApiError> {
     ops::retry_job(&state.db, &id).await?;
+    actor.record(&state, "job.retry", &id).await?;
     Ok(Redirect::to(&format!("/ops/jobs/{id}")))
 }
 
-pub async fn page_discard(State(state): State<AppState>, Path(id): Path<String>, _: PageAction) -> Result<Redirect, ApiError> {
+pub async fn page_discard(actor: Actor, State(state): State<AppState>, Path(id): Path<String>, _: PageAction) -> Result<Redirect, ApiError> {
     ops::discard_job(&state.db, &id).await?;
+    actor.record(&state, "job.discard", &id).await?;
     Ok(Redirect::to(&format!("/ops/jobs/{id}")))
 }
 
 pub async fn page_queue_action(
+    actor: Actor,
     State(state): State<AppState>,
     Path((queue, action)): Path<(String, String)>,
     _: PageAction,
@@ -341,6 +405,7 @@ pub async fn page_queue_action(
         "resume" => ops::set_paused(&state.db, &queue, false).await?,
         _ => return Err(ApiError::NotFound),
     }
+    actor.record(&state, &format!("queue.{action}"), &queue).await?;
     Ok(Redirect::to("/ops"))
 }
 

@@ -81,6 +81,7 @@ id_type!(EventId, "evt");
 id_type!(WebhookDeliveryId, "whd");
 id_type!(MessageId, "msg");
 id_type!(ProofEmailId, "pem");
+id_type!(AuditId, "aud");
 
 #[cfg(test)]
 mod tests {

@@ -370,3 +370,44 @@ pub async fn prometheus(db: &Db) -> Result<String, ServiceError> {
     out.push_str(&format!("# HELP hilt_workers_live Workers that heartbeated in the last 30 s.\n# TYPE hilt_workers_live gauge\nhilt_workers_live {live}\n"));
     Ok(out)
 }
+
+/// One operations action in the audit log (`GET /v1/ops/audit`, the dashboard).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: String,
+    /// RFC 3339.
+    pub at: String,
+    /// Who: a fingerprint of the admin credential used (never the credential itself).
+    pub actor: String,
+    /// `queue.pause`, `queue.resume`, `job.retry` or `job.discard`.
+    pub action: String,
+    /// The queue name or job id acted on.
+    pub target: String,
+    /// From where: the client's address and whether through the dashboard or the API.
+    pub source: String,
+}
+
+/// Writes an action to the audit log at the current time.
+pub async fn record_action(db: &Db, actor: &str, action: &str, target: &str, source: &str) -> Result<(), ServiceError> {
+    let row = crate::storage::ops_audit::AuditRow {
+        id: crate::domain::AuditId::generate().to_string(),
+        at: now_ms(),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        source: source.to_owned(),
+    };
+    crate::storage::ops_audit::insert(&mut *db.conn().await?, &row).await?;
+    tracing::info!(actor, action, target, source, "operations action");
+    Ok(())
+}
+
+/// The audit log, newest first, with the total count.
+pub async fn audit_log(db: &Db, limit: i64, offset: i64) -> Result<(Vec<AuditEntry>, i64), ServiceError> {
+    let (rows, total) = crate::storage::ops_audit::list(&mut *db.conn().await?, limit, offset).await?;
+    let entries = rows
+        .into_iter()
+        .map(|r| AuditEntry { id: r.id, at: rfc3339(r.at), actor: r.actor, action: r.action, target: r.target, source: r.source })
+        .collect();
+    Ok((entries, total))
+}

@@ -7,6 +7,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod leases;
 pub mod memberships;
+pub mod ops_audit;
 pub mod merchants;
 pub mod payments;
 pub mod products;
