@@ -148,9 +148,11 @@ backend_test!(every_operations_action_is_in_the_audit_log, |app| {
     app.confirm(&payment, "tx-audit").await;
     let job = app.get("/v1/ops/queues/delivery/jobs?status=queued", ADMIN).await.body["data"][0]["id"].as_str().expect("job").to_owned();
 
-    // From the API, then from the dashboard's own form.
+    // From the API, then from the dashboard's own form (a few ms apart: the log orders by time).
     assert_eq!(app.post("/v1/ops/queues/webhook/pause", ADMIN, json!({})).await.status, StatusCode::NO_CONTENT);
+    tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(app.post(&format!("/v1/ops/jobs/{job}/discard"), ADMIN, json!({})).await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let page = app.raw(Request::get("/ops").header("authorization", basic(ADMIN)).body(Body::empty()).expect("request")).await;
     let html = page.body.as_str().expect("html").to_owned();
     let token = html.split("name=csrf value='").nth(1).and_then(|rest| rest.split('\'').next()).expect("csrf").to_owned();

@@ -97,7 +97,7 @@ pub async fn resume_queue(_: Admin, actor: Actor, State(state): State<AppState>,
 }
 
 /// Every operations action (pause, resume, retry, discard) from the dashboard or this API,
-/// newest first: who, when, what and from where.
+/// newest first (to the millisecond): who, when, what and from where.
 #[utoipa::path(get, path = "/v1/ops/audit", tag = "operations",
     params(("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
     responses((status = 200, body = List<AuditEntry>)), security(("admin_token" = [])))]
