@@ -58,31 +58,34 @@ fn migrations_run_twice_and_from_two_processes_at_once() {
 fn serve_answers_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
-    let env = [
-        ("DATABASE_URL", format!("sqlite://{}", dir.path().join("hilt.db").display())),
-        ("HILT_LISTEN", format!("127.0.0.1:{port}")),
-        ("HILT_OUTBOX_DIR", dir.path().join("outbox").display().to_string()),
-        ("HILT_RECEIPT_KEY_FILE", dir.path().join("key").display().to_string()),
-    ];
+    let env = sqlite_serve_env(dir.path(), port);
     let mut child = hilt(&["serve"], &env).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    let started = Instant::now();
-    let up = loop {
-        if http_ok(&url) {
-            break true;
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(up, "serve never answered /healthz");
+    wait_healthy(&format!("127.0.0.1:{port}"));
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(30)).expect("serve stops within 30 s of SIGTERM");
     assert!(status.success(), "clean exit: {status}");
     let mut stdout = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().expect("stdout"), &mut stdout).expect("read");
     assert!(stdout.contains("generated admin token"), "serve prints a generated admin token: {stdout}");
+}
+
+/// Waits (at most 20 s) until the process listening on `addr` answers `/healthz`.
+fn wait_healthy(addr: &str) {
+    let started = Instant::now();
+    while !http_ok(&format!("http://{addr}/healthz")) {
+        assert!(started.elapsed() < Duration::from_secs(20), "nothing answered /healthz on {addr}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The environment of a `hilt serve` on a SQLite file in `dir`, listening on `port`.
+fn sqlite_serve_env(dir: &std::path::Path, port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", format!("sqlite://{}", dir.join("hilt.db").display())),
+        ("HILT_LISTEN", format!("127.0.0.1:{port}")),
+        ("HILT_OUTBOX_DIR", dir.join("outbox").display().to_string()),
+        ("HILT_RECEIPT_KEY_FILE", dir.join("key").display().to_string()),
+    ]
 }
 
 /// A tiny blocking HTTP probe (the test runs outside an async runtime).
@@ -593,11 +596,7 @@ fn every_setting_works_as_a_flag_after_the_subcommand_and_help_shows_no_secret()
     let listen = format!("127.0.0.1:{port}");
     let args = ["serve", "--listen", &listen, "--database-url", &db, "--outbox-dir", &outbox, "--receipt-key-file", &key];
     let mut child = Killed(hilt(&args, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn"));
-    let started = Instant::now();
-    while !http_ok(&format!("http://{listen}/healthz")) {
-        assert!(started.elapsed() < Duration::from_secs(20), "serve never answered on --listen {listen}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_healthy(&listen);
     sigterm(&child.0);
     assert!(wait_exit(&mut child.0, Duration::from_secs(30)).is_some_and(|s| s.success()));
 
@@ -620,13 +619,8 @@ fn every_setting_works_as_a_flag_after_the_subcommand_and_help_shows_no_secret()
 #[test]
 fn a_bad_smtp_url_stops_serve_before_it_says_listening() {
     let dir = tempfile::tempdir().expect("dir");
-    let env = [
-        ("DATABASE_URL", format!("sqlite://{}", dir.path().join("hilt.db").display())),
-        ("HILT_LISTEN", format!("127.0.0.1:{}", free_port())),
-        ("HILT_OUTBOX_DIR", dir.path().join("outbox").display().to_string()),
-        ("HILT_RECEIPT_KEY_FILE", dir.path().join("key").display().to_string()),
-        ("HILT_SMTP_URL", "bogus".to_owned()),
-    ];
+    let mut env = sqlite_serve_env(dir.path(), free_port());
+    env.push(("HILT_SMTP_URL", "bogus".to_owned()));
     let out = hilt(&["serve"], &env).output().expect("run");
     assert!(!out.status.success(), "a bad SMTP URL stops the process");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -639,19 +633,10 @@ fn slow_senders_are_cut_off_at_the_read_timeout() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
-    let env = [
-        ("DATABASE_URL", format!("sqlite://{}", dir.path().join("hilt.db").display())),
-        ("HILT_LISTEN", format!("127.0.0.1:{port}")),
-        ("HILT_OUTBOX_DIR", dir.path().join("outbox").display().to_string()),
-        ("HILT_RECEIPT_KEY_FILE", dir.path().join("key").display().to_string()),
-        ("HILT_READ_TIMEOUT", "1s".to_owned()),
-    ];
+    let mut env = sqlite_serve_env(dir.path(), port);
+    env.push(("HILT_READ_TIMEOUT", "1s".to_owned()));
     let _serve = Killed(hilt(&["serve"], &env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn"));
-    let started = Instant::now();
-    while !http_ok(&format!("http://127.0.0.1:{port}/healthz")) {
-        assert!(started.elapsed() < Duration::from_secs(20), "serve never came up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_healthy(&format!("127.0.0.1:{port}"));
     let connect = || {
         let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(8))).expect("timeout");
