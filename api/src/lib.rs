@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod middleware;
 pub mod openapi;
 pub mod rate_limit;
@@ -77,7 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhook-endpoints/{id}/deliveries/{delivery_id}/retry", post(webhook_endpoints::retry_webhook_delivery))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(from_fn_with_state(state.clone(), middleware::idempotency))
+        .layer(axum::middleware::from_fn(idempotency::idempotency_key))
         .layer(from_fn_with_state(state.clone(), middleware::limit_body))
         .layer(from_fn_with_state(rate_limit::RateLimits::from_config(&state.config), rate_limit::rate_limit))
         .layer(DefaultBodyLimit::disable())

@@ -72,7 +72,9 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Merchant { action: MerchantCommand::Create { name } } => {
-            let (merchant, api_key) = merchants::create(&db, &name).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut tx = db.begin().await?;
+            let (merchant, api_key) = merchants::create(&mut tx, &name).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            tx.commit().await?;
             println!("merchant_id: {}\napi_key: {api_key}\n(the key is shown only this once)", merchant.id);
             Ok(())
         }

@@ -279,7 +279,7 @@ backend_test!(each_key_is_rate_limited_and_guessing_keys_is_throttled, |app| {
     assert_eq!(app.get("/v1/products", &other).await.status, StatusCode::OK, "a valid key is not held back by the guessing");
 });
 
-backend_test!(idempotency_keeps_no_secret_in_plaintext_frees_dead_claims_and_ignores_failed_auth, |app| {
+backend_test!(idempotency_keeps_no_secret_in_plaintext_saves_only_what_happened_and_ignores_failed_auth, |app| {
     let send = |path: &str, token: &str, idem: &str, body: serde_json::Value| {
         Request::post(path.to_owned())
             .header("authorization", format!("Bearer {token}"))
@@ -316,15 +316,29 @@ backend_test!(idempotency_keeps_no_secret_in_plaintext_frees_dead_claims_and_ign
     assert_error(&denied, StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(count("denied-1").await, 0);
 
-    // A claim whose request died (no response after 30 s) is free again.
-    let body = json!({"name": "VIP", "platform": "telegram", "price": {"amount": "1", "currency": "USD"}});
-    let scope = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!("Bearer {api_key}")));
-    sqlx::query("INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ($1, 'died-1', 'whatever', $2)")
-        .bind(&scope)
-        .bind(hilt_shared::clock::now_ms() - 31_000)
-        .execute(app.db.pool())
-        .await
-        .expect("a dead claim");
-    let retried = app.raw(send("/v1/products", &api_key, "died-1", body)).await;
-    assert_eq!(retried.status, StatusCode::CREATED, "not 409 'in progress' for 24 h: {}", retried.body);
+    // A request that failed left nothing: the same key runs a corrected request.
+    let product = json!({"name": "VIP", "platform": "telegram", "price": {"amount": "1", "currency": "USD"}});
+    let refused = app.raw(send("/v1/products", &api_key, "fix-1", json!({"name": "VIP", "platform": "fax"}))).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+    assert_eq!(count("fix-1").await, 0, "an error rolls the claim back with the request");
+    let fixed = app.raw(send("/v1/products", &api_key, "fix-1", product.clone())).await;
+    assert_eq!(fixed.status, StatusCode::CREATED, "not 409 'different request': {}", fixed.body);
+
+    // Two identical requests at once: one runs; the other replays its answer, or is told the
+    // first is still in progress (409) when it arrives while that one runs.
+    let (a, b) = tokio::join!(
+        app.raw(send("/v1/products", &api_key, "twice-1", product.clone())),
+        app.raw(send("/v1/products", &api_key, "twice-1", product.clone())),
+    );
+    let (first, second) = if a.headers.contains_key("idempotent-replayed") || a.status == StatusCode::CONFLICT { (&b, &a) } else { (&a, &b) };
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    match second.status {
+        StatusCode::CREATED => {
+            assert!(second.headers.contains_key("idempotent-replayed"));
+            assert_eq!(second.body, first.body, "the same product");
+        }
+        _ => assert_error(second, StatusCode::CONFLICT, "conflict"),
+    }
+    let products = app.get("/v1/products", &api_key).await;
+    assert_eq!(products.body["total"], 2, "fix-1 and twice-1 created one product each: {}", products.body);
 });

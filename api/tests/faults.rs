@@ -187,6 +187,89 @@ async fn an_api_killed_right_after_its_commits_loses_no_delivery() {
     c.each_delivered_once(50).await;
 }
 
+/// A keyed confirm, `(status, body, replayed)`; `None` when the client gave up or the API died.
+async fn keyed_confirm(c: &Cluster, payment: &str, key: &str, timeout: Duration) -> Option<(u16, Value, bool)> {
+    let r = c.http.post(format!("http://127.0.0.1:{}/v1/payments/{payment}/confirm", c.port))
+        .bearer_auth(ADMIN)
+        .header("idempotency-key", key)
+        .json(&json!({"tx_signature": format!("tx-{payment}")}))
+        .timeout(timeout)
+        .send()
+        .await
+        .ok()?;
+    let status = r.status().as_u16();
+    let replayed = r.headers().get("idempotent-replayed").is_some();
+    Some((status, r.json().await.unwrap_or(Value::Null), replayed))
+}
+
+/// The claim of an `Idempotency-Key` shares its request's transaction: a request that dies (its
+/// client gives up, or the API is SIGKILLed, while it waits on a row lock) leaves nothing and its
+/// key runs afresh; one that committed replays its response after the API is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(hilt_test_private_postgres), ignore = "needs HILT_TEST_PG_BINDIR (initdb, pg_ctl)")]
+async fn a_keyed_request_that_dies_leaves_its_key_free_and_one_that_committed_replays() {
+    let mut c = Cluster::start();
+    let api = c.start_process("api", "api");
+    c.wait_ready(Duration::from_secs(20)).await;
+    let (key, product) = c.merchant().await;
+    let mut payments = Vec::new();
+    for i in 0..3 {
+        let (status, p) = c.request(reqwest::Method::POST, "/v1/payments", &key, Some(json!({"product_id": product, "wallet": format!("w-{i}")}))).await;
+        assert_eq!(status, 201, "{p}");
+        payments.push(p["id"].as_str().expect("id").to_owned());
+    }
+
+    // Hold the rows the confirms must update, so they stall inside their transactions.
+    let db = c.db().await;
+    let mut lock = db.begin().await.expect("begin");
+    sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0").execute(&mut *lock).await.expect("no idle timeout");
+    sqlx::query("SELECT id FROM payments WHERE id IN ($1, $2) FOR UPDATE")
+        .bind(&payments[0])
+        .bind(&payments[1])
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    // The client gives up after 2 s; a duplicate meanwhile is told the first is in progress.
+    assert!(keyed_confirm(&c, &payments[0], "gave-up", Duration::from_secs(2)).await.is_none(), "stalled on the lock");
+    let (status, body, _) = keyed_confirm(&c, &payments[0], "gave-up", Duration::from_secs(30)).await.expect("answer");
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    // The API is SIGKILLed while a confirm waits.
+    let api_pid = c.processes[api].0.id().to_string();
+    let killed = keyed_confirm(&c, &payments[1], "killed", Duration::from_secs(30));
+    let kill = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let out = std::process::Command::new("kill").args(["-KILL", &api_pid]).output().expect("kill");
+        assert!(out.status.success(), "SIGKILL the API");
+    };
+    let (answer, ()) = tokio::join!(killed, kill);
+    assert!(answer.is_none(), "the API died before answering: {answer:?}");
+    lock.commit().await.expect("release");
+    let _ = c.processes[api].0.wait();
+
+    c.start_process("api", "api-2");
+    c.wait_ready(Duration::from_secs(20)).await;
+    assert_eq!(c.scalar("SELECT COUNT(*) FROM memberships").await, 0, "neither stalled confirm committed anything");
+    assert_eq!(c.scalar("SELECT COUNT(*) FROM idempotency_keys WHERE idem_key IN ('gave-up', 'killed')").await, 0, "nor kept its key");
+    for (payment, idem) in [(&payments[0], "gave-up"), (&payments[1], "killed")] {
+        let (status, body, replayed) = keyed_confirm(&c, payment, idem, Duration::from_secs(30)).await.expect("answer");
+        assert_eq!((status, replayed), (200, false), "the same key runs afresh at once: {body}");
+        assert_eq!(body["status"], "confirmed", "{body}");
+    }
+
+    // A confirm that committed is replayed from its key after the API is killed.
+    let (status, first, _) = keyed_confirm(&c, &payments[2], "committed", Duration::from_secs(30)).await.expect("answer");
+    assert_eq!(status, 200, "{first}");
+    let api_2 = c.processes.len() - 1;
+    c.processes[api_2].0.kill().expect("SIGKILL the API");
+    let _ = c.processes[api_2].0.wait();
+    c.start_process("api", "api-3");
+    c.wait_ready(Duration::from_secs(20)).await;
+    let (status, replay, replayed) = keyed_confirm(&c, &payments[2], "committed", Duration::from_secs(30)).await.expect("answer");
+    assert_eq!((status, replayed), (200, true));
+    assert_eq!(replay, first, "the saved response");
+    assert_eq!(c.scalar("SELECT COUNT(*) FROM memberships").await, 3, "one membership per payment");
+}
+
 /// A network namespace joined to the host by a veth pair: a process inside reaches the host
 /// only at `host_addr`, so taking the host's end of the pair down cuts it off (its packets go
 /// nowhere, as in a real partition: no reset, no error, just silence). Removed when dropped.

@@ -32,8 +32,10 @@ async fn confirmed_backlog(r: &Rescue, n: usize) -> String {
                     buyer: BuyerInput::default(),
                     metadata: None,
                 };
-                let p = payments::create(&db, None, &merchant, input).await.expect("create payment");
-                payments::confirm(&db, &signer, &p.payment.id, &format!("tx-{batch}-{i}")).await.expect("confirm");
+                let mut tx = db.begin().await.expect("begin");
+                let p = payments::create(&mut tx, None, &merchant, input).await.expect("create payment");
+                payments::confirm(&mut tx, &signer, &p.payment.id, &format!("tx-{batch}-{i}")).await.expect("confirm");
+                tx.commit().await.expect("commit");
             }
         })
         .buffer_unordered(8)

@@ -146,8 +146,9 @@ async fn main() -> anyhow::Result<()> {
 /// receipt, event, delivery job) for a fallback-link product.
 async fn confirm_payments(db: &Db, dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
     let signer = Arc::new(ReceiptSigner::load_or_create(&dir.join("key"))?);
-    let (merchant, _) = merchants::create(db, "Bench").await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let product = products::create(db, &merchant.id, CreateProduct {
+    let mut tx = db.begin().await?;
+    let (merchant, _) = merchants::create(&mut tx, "Bench").await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let product = products::create(&mut tx, &merchant.id, CreateProduct {
         name: "Bench".into(),
         platform: "telegram".into(),
         telegram_chat_id: None,
@@ -161,13 +162,16 @@ async fn confirm_payments(db: &Db, dir: &std::path::Path, n: usize) -> anyhow::R
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tx.commit().await?;
     futures::stream::iter(0..n)
         .map(|i| {
             let (db, signer, merchant, product) = (db.clone(), signer.clone(), merchant.id.clone(), product.id.clone());
             async move {
                 let input = CreatePayment { product_id: product, amount: None, currency: None, wallet: Some(format!("w{i}")), buyer: BuyerInput::default(), metadata: None };
-                let p = payments::create(&db, None, &merchant, input).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-                payments::confirm(&db, &signer, &p.payment.id, &format!("tx{i}")).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut tx = db.begin().await?;
+                let p = payments::create(&mut tx, None, &merchant, input).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                payments::confirm(&mut tx, &signer, &p.payment.id, &format!("tx{i}")).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                tx.commit().await?;
                 anyhow::Ok(())
             }
         })

@@ -1,4 +1,4 @@
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{http::StatusCode, response::Response};
 use hilt_shared::{clock::rfc3339, service::merchants};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use crate::{
     error::ApiError,
     extract::{Admin, ApiJson},
-    state::AppState,
+    idempotency::RequestTx,
 };
 
 #[derive(Deserialize, ToSchema)]
@@ -28,12 +28,10 @@ pub struct MerchantCreated {
     responses((status = 201, body = MerchantCreated)), security(("admin_token" = [])))]
 pub async fn create_merchant(
     _: Admin,
-    State(state): State<AppState>,
+    mut tx: RequestTx,
     ApiJson(input): ApiJson<CreateMerchant>,
-) -> Result<(StatusCode, Json<MerchantCreated>), ApiError> {
-    let (merchant, api_key) = merchants::create(&state.db, &input.name).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(MerchantCreated { id: merchant.id, name: merchant.name, api_key, created_at: rfc3339(merchant.created_at) }),
-    ))
+) -> Result<Response, ApiError> {
+    let (merchant, api_key) = merchants::create(&mut tx, &input.name).await?;
+    let created = MerchantCreated { id: merchant.id, name: merchant.name, api_key, created_at: rfc3339(merchant.created_at) };
+    tx.commit(StatusCode::CREATED, &created).await
 }

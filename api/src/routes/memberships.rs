@@ -2,6 +2,7 @@ use axum::{
     Json,
     extract::State,
     http::StatusCode,
+    response::Response,
 };
 use hilt_shared::{
     service::{delivery, diagnostics},
@@ -12,6 +13,7 @@ use hilt_shared::{
 use crate::{
     error::ApiError,
     extract::{Merchant, Path},
+    idempotency::RequestTx,
     state::AppState,
 };
 
@@ -56,11 +58,11 @@ pub struct RetryAccepted {
     security(("api_key" = [])))]
 pub async fn retry_delivery(
     merchant: Merchant,
-    State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<RetryAccepted>), ApiError> {
-    let (m, job_id) = delivery::retry(&state.db, &merchant.id, &id).await?;
-    Ok((StatusCode::ACCEPTED, Json(RetryAccepted { job_id: job_id.to_string(), membership: MembershipView::from(&m) })))
+    mut tx: RequestTx,
+) -> Result<Response, ApiError> {
+    let (m, job_id) = delivery::retry(&mut tx, &merchant.id, &id).await?;
+    tx.commit(StatusCode::ACCEPTED, &RetryAccepted { job_id: job_id.to_string(), membership: MembershipView::from(&m) }).await
 }
 
 /// Open (201) or reuse (200) the membership's delivery support ticket.
@@ -71,9 +73,10 @@ pub async fn delivery_support_ticket(
     merchant: Merchant,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<TicketView>), ApiError> {
-    let (ticket, created) = delivery::support_ticket(&state.db, &merchant.id, &id, &state.config.public_base_url()).await?;
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(ticket)))
+    mut tx: RequestTx,
+) -> Result<Response, ApiError> {
+    let (ticket, created) = delivery::support_ticket(&mut tx, &merchant.id, &id, &state.config.public_base_url()).await?;
+    tx.commit(if created { StatusCode::CREATED } else { StatusCode::OK }, &ticket).await
 }
 
 /// Ask the provider, live, whether delivery can work for this membership: five checks
@@ -144,12 +147,12 @@ pub async fn lookup_memberships(
     responses((status = 200, body = MembershipView), (status = 404), (status = 422)), security(("api_key" = [])))]
 pub async fn update_notes(
     merchant: Merchant,
-    State(state): State<AppState>,
     Path(id): Path<String>,
+    mut tx: RequestTx,
     crate::extract::ApiJson(input): crate::extract::ApiJson<hilt_shared::service::memberships::UpdateNotes>,
-) -> Result<Json<MembershipView>, ApiError> {
-    let m = hilt_shared::service::memberships::update_notes(&state.db, &merchant.id, &id, input).await?;
-    Ok(Json(MembershipView::from(&m)))
+) -> Result<Response, ApiError> {
+    let m = hilt_shared::service::memberships::update_notes(&mut tx, &merchant.id, &id, input).await?;
+    tx.commit(StatusCode::OK, &MembershipView::from(&m)).await
 }
 
 /// Display corrections: `handle`, `label`. Absent fields are kept; `null` or "" clears one.
@@ -158,12 +161,12 @@ pub async fn update_notes(
     responses((status = 200, body = MembershipView), (status = 404), (status = 422)), security(("api_key" = [])))]
 pub async fn update_profile(
     merchant: Merchant,
-    State(state): State<AppState>,
     Path(id): Path<String>,
+    mut tx: RequestTx,
     crate::extract::ApiJson(input): crate::extract::ApiJson<hilt_shared::service::memberships::UpdateProfile>,
-) -> Result<Json<MembershipView>, ApiError> {
-    let m = hilt_shared::service::memberships::update_profile(&state.db, &merchant.id, &id, input).await?;
-    Ok(Json(MembershipView::from(&m)))
+) -> Result<Response, ApiError> {
+    let m = hilt_shared::service::memberships::update_profile(&mut tx, &merchant.id, &id, input).await?;
+    tx.commit(StatusCode::OK, &MembershipView::from(&m)).await
 }
 
 /// Extend access by `days` without a payment, from max(now, current_period_end). Access becomes
@@ -174,12 +177,12 @@ pub async fn update_profile(
     responses((status = 200, body = MembershipView), (status = 404), (status = 409), (status = 422)), security(("api_key" = [])))]
 pub async fn gift_membership(
     merchant: Merchant,
-    State(state): State<AppState>,
     Path(id): Path<String>,
+    mut tx: RequestTx,
     crate::extract::ApiJson(input): crate::extract::ApiJson<hilt_shared::service::memberships::Gift>,
-) -> Result<Json<MembershipView>, ApiError> {
-    let m = hilt_shared::service::memberships::gift(&state.db, &merchant.id, &id, input).await?;
-    Ok(Json(MembershipView::from(&m)))
+) -> Result<Response, ApiError> {
+    let m = hilt_shared::service::memberships::gift(&mut tx, &merchant.id, &id, input).await?;
+    tx.commit(StatusCode::OK, &MembershipView::from(&m)).await
 }
 
 /// Who is about to lapse, who is in grace, what churned and what renewed.

@@ -20,6 +20,7 @@ use super::List;
 use crate::{
     error::ApiError,
     extract::{Admin, QueryPairs, Path},
+    idempotency::RequestTx,
     state::AppState,
 };
 
@@ -58,42 +59,42 @@ pub async fn list_jobs(
 #[utoipa::path(get, path = "/v1/ops/jobs/{id}", tag = "operations", params(("id" = String, Path)),
     responses((status = 200, body = JobDetail), (status = 404)), security(("admin_token" = [])))]
 pub async fn get_job(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobDetail>, ApiError> {
-    Ok(Json(ops::job(&state.db, &id).await?))
+    Ok(Json(ops::job(&mut *state.db.conn().await?, &id).await?))
 }
 
 /// Run a waiting, failed or dead job now.
 #[utoipa::path(post, path = "/v1/ops/jobs/{id}/retry", tag = "operations", params(("id" = String, Path)),
     responses((status = 200, body = JobView), (status = 404), (status = 409)), security(("admin_token" = [])))]
-pub async fn retry_job(_: Admin, actor: Actor, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
-    let job = ops::retry_job(&state.db, &id).await?;
-    actor.record(&state, "job.retry", &id).await?;
-    Ok(Json(job))
+pub async fn retry_job(_: Admin, actor: Actor, Path(id): Path<String>, mut tx: RequestTx) -> Result<Response, ApiError> {
+    let job = ops::retry_job(&mut tx, &id).await?;
+    actor.record(&mut tx, "job.retry", &id).await?;
+    tx.commit(StatusCode::OK, &job).await
 }
 
 /// Drop a waiting, failed or dead job.
 #[utoipa::path(post, path = "/v1/ops/jobs/{id}/discard", tag = "operations", params(("id" = String, Path)),
     responses((status = 200, body = JobView), (status = 404), (status = 409)), security(("admin_token" = [])))]
-pub async fn discard_job(_: Admin, actor: Actor, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
-    let job = ops::discard_job(&state.db, &id).await?;
-    actor.record(&state, "job.discard", &id).await?;
-    Ok(Json(job))
+pub async fn discard_job(_: Admin, actor: Actor, Path(id): Path<String>, mut tx: RequestTx) -> Result<Response, ApiError> {
+    let job = ops::discard_job(&mut tx, &id).await?;
+    actor.record(&mut tx, "job.discard", &id).await?;
+    tx.commit(StatusCode::OK, &job).await
 }
 
 /// Stop handing a queue's jobs to workers (running jobs finish).
 #[utoipa::path(post, path = "/v1/ops/queues/{queue}/pause", tag = "operations", params(("queue" = String, Path)),
     responses((status = 204), (status = 404)), security(("admin_token" = [])))]
-pub async fn pause_queue(_: Admin, actor: Actor, State(state): State<AppState>, Path(queue): Path<String>) -> Result<StatusCode, ApiError> {
-    ops::set_paused(&state.db, &queue, true).await?;
-    actor.record(&state, "queue.pause", &queue).await?;
-    Ok(StatusCode::NO_CONTENT)
+pub async fn pause_queue(_: Admin, actor: Actor, Path(queue): Path<String>, mut tx: RequestTx) -> Result<Response, ApiError> {
+    ops::set_paused(&mut tx, &queue, true).await?;
+    actor.record(&mut tx, "queue.pause", &queue).await?;
+    tx.commit_empty(StatusCode::NO_CONTENT).await
 }
 
 #[utoipa::path(post, path = "/v1/ops/queues/{queue}/resume", tag = "operations", params(("queue" = String, Path)),
     responses((status = 204), (status = 404)), security(("admin_token" = [])))]
-pub async fn resume_queue(_: Admin, actor: Actor, State(state): State<AppState>, Path(queue): Path<String>) -> Result<StatusCode, ApiError> {
-    ops::set_paused(&state.db, &queue, false).await?;
-    actor.record(&state, "queue.resume", &queue).await?;
-    Ok(StatusCode::NO_CONTENT)
+pub async fn resume_queue(_: Admin, actor: Actor, Path(queue): Path<String>, mut tx: RequestTx) -> Result<Response, ApiError> {
+    ops::set_paused(&mut tx, &queue, false).await?;
+    actor.record(&mut tx, "queue.resume", &queue).await?;
+    tx.commit_empty(StatusCode::NO_CONTENT).await
 }
 
 /// Every operations action (pause, resume, retry, discard) from the dashboard or this API,
@@ -157,8 +158,8 @@ impl axum::extract::FromRequestParts<AppState> for Actor {
 }
 
 impl Actor {
-    async fn record(&self, state: &AppState, action: &str, target: &str) -> Result<(), ApiError> {
-        Ok(ops::record_action(&state.db, &self.who, action, target, &self.from).await?)
+    async fn record(&self, tx: &mut RequestTx, action: &str, target: &str) -> Result<(), ApiError> {
+        Ok(ops::record_action(tx, &self.who, action, target, &self.from).await?)
     }
 }
 
@@ -339,7 +340,7 @@ pub async fn dashboard(_: PageAdmin, State(state): State<AppState>) -> Result<Re
 }
 
 pub async fn job_page(_: PageAdmin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let d = ops::job(&state.db, &id).await?;
+    let d = ops::job(&mut *state.db.conn().await?, &id).await?;
     let j = &d.job;
     let mut body = format!(
         "<p><a href='/ops'>← all queues</a></p><table>\
@@ -382,30 +383,33 @@ pub async fn job_page(_: PageAdmin, State(state): State<AppState>, Path(id): Pat
 }
 
 /// Form actions of the page: do it, then back to the page.
-pub async fn page_retry(actor: Actor, State(state): State<AppState>, Path(id): Path<String>, _: PageAction) -> Result<Redirect, ApiError> {
-    ops::retry_job(&state.db, &id).await?;
-    actor.record(&state, "job.retry", &id).await?;
+pub async fn page_retry(actor: Actor, Path(id): Path<String>, mut tx: RequestTx, _: PageAction) -> Result<Redirect, ApiError> {
+    ops::retry_job(&mut tx, &id).await?;
+    actor.record(&mut tx, "job.retry", &id).await?;
+    tx.commit_form().await?;
     Ok(Redirect::to(&format!("/ops/jobs/{id}")))
 }
 
-pub async fn page_discard(actor: Actor, State(state): State<AppState>, Path(id): Path<String>, _: PageAction) -> Result<Redirect, ApiError> {
-    ops::discard_job(&state.db, &id).await?;
-    actor.record(&state, "job.discard", &id).await?;
+pub async fn page_discard(actor: Actor, Path(id): Path<String>, mut tx: RequestTx, _: PageAction) -> Result<Redirect, ApiError> {
+    ops::discard_job(&mut tx, &id).await?;
+    actor.record(&mut tx, "job.discard", &id).await?;
+    tx.commit_form().await?;
     Ok(Redirect::to(&format!("/ops/jobs/{id}")))
 }
 
 pub async fn page_queue_action(
     actor: Actor,
-    State(state): State<AppState>,
     Path((queue, action)): Path<(String, String)>,
+    mut tx: RequestTx,
     _: PageAction,
 ) -> Result<Redirect, ApiError> {
     match action.as_str() {
-        "pause" => ops::set_paused(&state.db, &queue, true).await?,
-        "resume" => ops::set_paused(&state.db, &queue, false).await?,
+        "pause" => ops::set_paused(&mut tx, &queue, true).await?,
+        "resume" => ops::set_paused(&mut tx, &queue, false).await?,
         _ => return Err(ApiError::NotFound),
     }
-    actor.record(&state, &format!("queue.{action}"), &queue).await?;
+    actor.record(&mut tx, &format!("queue.{action}"), &queue).await?;
+    tx.commit_form().await?;
     Ok(Redirect::to("/ops"))
 }
 

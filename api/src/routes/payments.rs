@@ -2,6 +2,7 @@ use axum::{
     Json,
     extract::State,
     http::StatusCode,
+    response::Response,
 };
 use hilt_shared::{
     service::payments::{self, ConfirmPayment, CreatePayment},
@@ -11,6 +12,7 @@ use hilt_shared::{
 use crate::{
     error::ApiError,
     extract::{Admin, ApiJson, Merchant, Path},
+    idempotency::RequestTx,
     state::AppState,
 };
 
@@ -19,10 +21,11 @@ use crate::{
 pub async fn create_payment(
     merchant: Merchant,
     State(state): State<AppState>,
+    mut tx: RequestTx,
     ApiJson(input): ApiJson<CreatePayment>,
-) -> Result<(StatusCode, Json<PaymentView>), ApiError> {
-    let payment = payments::create(&state.db, state.config.encryption_key.as_ref(), &merchant.id, input).await?;
-    Ok((StatusCode::CREATED, Json(PaymentView::from(&payment))))
+) -> Result<Response, ApiError> {
+    let payment = payments::create(&mut tx, state.config.encryption_key.as_ref(), &merchant.id, input).await?;
+    tx.commit(StatusCode::CREATED, &PaymentView::from(&payment)).await
 }
 
 #[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments", params(("id" = String, Path)),
@@ -45,8 +48,9 @@ pub async fn confirm_payment(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    mut tx: RequestTx,
     ApiJson(input): ApiJson<ConfirmPayment>,
-) -> Result<Json<PaymentView>, ApiError> {
-    let payment = payments::confirm(&state.db, &state.receipt_signer, &id, &input.tx_signature).await?;
-    Ok(Json(PaymentView::from(&payment)))
+) -> Result<Response, ApiError> {
+    let payment = payments::confirm(&mut tx, &state.receipt_signer, &id, &input.tx_signature).await?;
+    tx.commit(StatusCode::OK, &PaymentView::from(&payment)).await
 }

@@ -2,6 +2,7 @@ use axum::{
     Json,
     extract::State,
     http::StatusCode,
+    response::Response,
 };
 use hilt_shared::{
     service::products::{self, CreateProduct, UpdateProduct},
@@ -13,6 +14,7 @@ use super::List;
 use crate::{
     error::ApiError,
     extract::{ApiJson, Merchant, Page, QueryPairs, Path},
+    idempotency::RequestTx,
     state::AppState,
 };
 
@@ -20,11 +22,11 @@ use crate::{
     responses((status = 201, body = ProductView), (status = 422)), security(("api_key" = [])))]
 pub async fn create_product(
     merchant: Merchant,
-    State(state): State<AppState>,
+    mut tx: RequestTx,
     ApiJson(input): ApiJson<CreateProduct>,
-) -> Result<(StatusCode, Json<ProductView>), ApiError> {
-    let product = products::create(&state.db, &merchant.id, input).await?;
-    Ok((StatusCode::CREATED, Json(ProductView::from(&product))))
+) -> Result<Response, ApiError> {
+    let product = products::create(&mut tx, &merchant.id, input).await?;
+    tx.commit(StatusCode::CREATED, &ProductView::from(&product)).await
 }
 
 #[utoipa::path(get, path = "/v1/products", tag = "products",
@@ -56,10 +58,10 @@ pub async fn get_product(
     security(("api_key" = [])))]
 pub async fn update_product(
     merchant: Merchant,
-    State(state): State<AppState>,
     Path(id): Path<String>,
+    mut tx: RequestTx,
     ApiJson(patch): ApiJson<UpdateProduct>,
-) -> Result<Json<ProductView>, ApiError> {
-    let product = products::update(&state.db, &merchant.id, &id, patch).await?;
-    Ok(Json(ProductView::from(&product)))
+) -> Result<Response, ApiError> {
+    let product = products::update(&mut tx, &merchant.id, &id, patch).await?;
+    tx.commit(StatusCode::OK, &ProductView::from(&product)).await
 }

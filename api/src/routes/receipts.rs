@@ -6,7 +6,7 @@ use axum::{
     body::Bytes,
     extract::State,
     http::{StatusCode, header},
-    response::IntoResponse,
+    response::{IntoResponse, Response},
 };
 use hilt_shared::{
     service::{
@@ -23,6 +23,7 @@ use super::List;
 use crate::{
     error::ApiError,
     extract::{ApiJson, Merchant, Page, QueryPairs, parse_json, Path},
+    idempotency::RequestTx,
     state::AppState,
 };
 
@@ -62,10 +63,12 @@ pub async fn update_invoice_metadata(
     merchant: Merchant,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    mut tx: RequestTx,
     ApiJson(patch): ApiJson<InvoiceMetadataPatch>,
-) -> Result<Json<ReceiptView>, ApiError> {
+) -> Result<Response, ApiError> {
     let base = state.config.public_base_url();
-    Ok(Json(receipts::update_invoice_metadata(&state.db, &merchant.id, &id, patch, &base).await?))
+    let receipt = receipts::update_invoice_metadata(&mut tx, &merchant.id, &id, patch, &base).await?;
+    tx.commit(StatusCode::OK, &receipt).await
 }
 
 /// The proof document: purchase, invoice details, signature fingerprint, verification URL and QR.
@@ -125,11 +128,11 @@ pub struct SendProofAccepted {
     security(("api_key" = [])))]
 pub async fn send_proof(
     merchant: Merchant,
-    State(state): State<AppState>,
     Path(id): Path<String>,
+    mut tx: RequestTx,
     body: Bytes,
-) -> Result<(StatusCode, Json<SendProofAccepted>), ApiError> {
+) -> Result<Response, ApiError> {
     let body: SendProof = if body.is_empty() { SendProof::default() } else { parse_json(&body)? };
-    let (request, job_id) = proof_emails::request(&state.db, &merchant.id, &id, body).await?;
-    Ok((StatusCode::ACCEPTED, Json(SendProofAccepted { job_id: job_id.to_string(), proof_email: ProofEmailView::from(&request) })))
+    let (request, job_id) = proof_emails::request(&mut tx, &merchant.id, &id, body).await?;
+    tx.commit(StatusCode::ACCEPTED, &SendProofAccepted { job_id: job_id.to_string(), proof_email: ProofEmailView::from(&request) }).await
 }

@@ -5,6 +5,7 @@ use axum::{
     Json,
     extract::State,
     http::StatusCode,
+    response::Response,
 };
 use hilt_shared::{
     service::support::{self, AddMessage, CreateTicket, ListTickets, UpdateTicket},
@@ -15,6 +16,7 @@ use super::List;
 use crate::{
     error::ApiError,
     extract::{ApiJson, Merchant, Page, QueryPairs, Path},
+    idempotency::RequestTx,
     state::AppState,
 };
 
@@ -24,10 +26,11 @@ use crate::{
 pub async fn create_ticket(
     merchant: Merchant,
     State(state): State<AppState>,
+    mut tx: RequestTx,
     ApiJson(input): ApiJson<CreateTicket>,
-) -> Result<(StatusCode, Json<TicketView>), ApiError> {
-    let ticket = support::create(&state.db, &merchant.id, input, &state.config.public_base_url()).await?;
-    Ok((StatusCode::CREATED, Json(ticket)))
+) -> Result<Response, ApiError> {
+    let ticket = support::create(&mut tx, &merchant.id, input, &state.config.public_base_url()).await?;
+    tx.commit(StatusCode::CREATED, &ticket).await
 }
 
 #[utoipa::path(get, path = "/v1/support/tickets", tag = "support",
@@ -66,9 +69,11 @@ pub async fn update_ticket(
     merchant: Merchant,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    mut tx: RequestTx,
     ApiJson(input): ApiJson<UpdateTicket>,
-) -> Result<Json<TicketView>, ApiError> {
-    Ok(Json(support::update(&state.db, &merchant.id, &id, input, &state.config.public_base_url()).await?))
+) -> Result<Response, ApiError> {
+    let ticket = support::update(&mut tx, &merchant.id, &id, input, &state.config.public_base_url()).await?;
+    tx.commit(StatusCode::OK, &ticket).await
 }
 
 /// Add a message (author `merchant` by default, or `buyer`); answers with the whole ticket.
@@ -79,8 +84,9 @@ pub async fn add_ticket_message(
     merchant: Merchant,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    mut tx: RequestTx,
     ApiJson(input): ApiJson<AddMessage>,
-) -> Result<(StatusCode, Json<TicketView>), ApiError> {
-    let ticket = support::add_message(&state.db, &merchant.id, &id, input, &state.config.public_base_url()).await?;
-    Ok((StatusCode::CREATED, Json(ticket)))
+) -> Result<Response, ApiError> {
+    let ticket = support::add_message(&mut tx, &merchant.id, &id, input, &state.config.public_base_url()).await?;
+    tx.commit(StatusCode::CREATED, &ticket).await
 }

@@ -5,6 +5,7 @@ use axum::{
     Json,
     extract::State,
     http::StatusCode,
+    response::Response,
 };
 use hilt_shared::{
     service::webhooks::{self, CreateEndpoint},
@@ -17,6 +18,7 @@ use super::List;
 use crate::{
     error::ApiError,
     extract::{ApiJson, Merchant, Page, QueryPairs, Path},
+    idempotency::RequestTx,
     state::AppState,
 };
 
@@ -26,10 +28,11 @@ use crate::{
 pub async fn create_webhook_endpoint(
     merchant: Merchant,
     State(state): State<AppState>,
+    mut tx: RequestTx,
     ApiJson(input): ApiJson<CreateEndpoint>,
-) -> Result<(StatusCode, Json<EndpointWithSecret>), ApiError> {
-    let created = webhooks::create(&state.db, &merchant.id, input, state.config.webhook_allow_private).await?;
-    Ok((StatusCode::CREATED, Json(created)))
+) -> Result<Response, ApiError> {
+    let created = webhooks::create(&mut tx, &merchant.id, input, state.config.webhook_allow_private).await?;
+    tx.commit(StatusCode::CREATED, &created).await
 }
 
 /// The merchant's endpoints, newest first, without secrets.
@@ -67,11 +70,11 @@ pub struct Deleted {
     responses((status = 200, body = Deleted), (status = 404)), security(("api_key" = [])))]
 pub async fn delete_webhook_endpoint(
     merchant: Merchant,
-    State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Deleted>, ApiError> {
-    webhooks::delete(&state.db, &merchant.id, &id).await?;
-    Ok(Json(Deleted { id, deleted: true }))
+    mut tx: RequestTx,
+) -> Result<Response, ApiError> {
+    webhooks::delete(&mut tx, &merchant.id, &id).await?;
+    tx.commit(StatusCode::OK, &Deleted { id, deleted: true }).await
 }
 
 /// A new signing secret, shown this once; the previous one keeps signing beside it for 24 hours
@@ -80,10 +83,11 @@ pub async fn delete_webhook_endpoint(
     responses((status = 200, body = EndpointWithSecret), (status = 404)), security(("api_key" = [])))]
 pub async fn rotate_webhook_secret(
     merchant: Merchant,
-    State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<EndpointWithSecret>, ApiError> {
-    Ok(Json(webhooks::rotate_secret(&state.db, &merchant.id, &id).await?))
+    mut tx: RequestTx,
+) -> Result<Response, ApiError> {
+    let rotated = webhooks::rotate_secret(&mut tx, &merchant.id, &id).await?;
+    tx.commit(StatusCode::OK, &rotated).await
 }
 
 /// Every attempt to send an event to the endpoint, newest first: status code, latency, error.
@@ -117,10 +121,10 @@ pub struct RetryQueued {
     security(("api_key" = [])))]
 pub async fn retry_webhook_delivery(
     merchant: Merchant,
-    State(state): State<AppState>,
     Path((id, delivery_id)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<RetryQueued>), ApiError> {
-    let (delivery, job_id) = webhooks::retry_delivery(&state.db, &merchant.id, &id, &delivery_id).await?;
+    mut tx: RequestTx,
+) -> Result<Response, ApiError> {
+    let (delivery, job_id) = webhooks::retry_delivery(&mut tx, &merchant.id, &id, &delivery_id).await?;
     let queued = RetryQueued { job_id: job_id.to_string(), endpoint_id: delivery.endpoint_id, event_id: delivery.event_id };
-    Ok((StatusCode::ACCEPTED, Json(queued)))
+    tx.commit(StatusCode::ACCEPTED, &queued).await
 }

@@ -1,6 +1,7 @@
 //! The membership ledger from the merchant's side: search, lookup, notes, display corrections
 //! and gifts of free time (SPEC §5).
 
+use sqlx::AnyConnection;
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
@@ -104,15 +105,13 @@ pub struct UpdateNotes {
     pub notes: Option<Option<String>>,
 }
 
-pub async fn update_notes(db: &Db, merchant_id: &str, id: &str, input: UpdateNotes) -> Result<MembershipRow, ServiceError> {
+pub async fn update_notes(tx: &mut AnyConnection, merchant_id: &str, id: &str, input: UpdateNotes) -> Result<MembershipRow, ServiceError> {
     let notes = input.notes.ok_or_else(|| invalid("notes", "is required (null clears the notes)"))?;
     let notes = optional_text("notes", notes.as_deref(), 10_000)?;
-    let mut tx = db.begin().await?;
-    let mut m = memberships::get(&mut tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
+    let mut m = memberships::get(&mut *tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
     m.notes = notes;
     m.updated_at = now_ms();
-    memberships::update_notes(&mut tx, &m).await?;
-    tx.commit().await?;
+    memberships::update_notes(&mut *tx, &m).await?;
     Ok(m)
 }
 
@@ -130,7 +129,7 @@ pub struct UpdateProfile {
     pub label: Option<Option<String>>,
 }
 
-pub async fn update_profile(db: &Db, merchant_id: &str, id: &str, input: UpdateProfile) -> Result<MembershipRow, ServiceError> {
+pub async fn update_profile(tx: &mut AnyConnection, merchant_id: &str, id: &str, input: UpdateProfile) -> Result<MembershipRow, ServiceError> {
     if input.handle.is_none() && input.label.is_none() {
         return Err(invalid("handle", "give handle and/or label"));
     }
@@ -139,8 +138,7 @@ pub async fn update_profile(db: &Db, merchant_id: &str, id: &str, input: UpdateP
         return Err(invalid("handle", "must not contain spaces"));
     }
     let label = input.label.map(|l| optional_text("label", l.as_deref(), 200)).transpose()?;
-    let mut tx = db.begin().await?;
-    let mut m = memberships::get(&mut tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
+    let mut m = memberships::get(&mut *tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
     if let Some(handle) = handle {
         m.handle = handle;
     }
@@ -148,8 +146,7 @@ pub async fn update_profile(db: &Db, merchant_id: &str, id: &str, input: UpdateP
         m.label = label;
     }
     m.updated_at = now_ms();
-    memberships::update_profile(&mut tx, &m).await?;
-    tx.commit().await?;
+    memberships::update_profile(&mut *tx, &m).await?;
     Ok(m)
 }
 
@@ -166,14 +163,13 @@ const DAY_MS: i64 = 86_400_000;
 
 /// Extends access without a payment from max(now, current_period_end); access becomes active
 /// again, and a membership whose access was revoked is delivered again (trigger `renewal`).
-pub async fn gift(db: &Db, merchant_id: &str, id: &str, input: Gift) -> Result<MembershipRow, ServiceError> {
+pub async fn gift(tx: &mut AnyConnection, merchant_id: &str, id: &str, input: Gift) -> Result<MembershipRow, ServiceError> {
     if !(1..=3650).contains(&input.days) {
         return Err(invalid("days", "must be a whole number of days from 1 to 3650"));
     }
     let reason = super::required_text("reason", &input.reason, 500)?;
     let now = now_ms();
-    let mut tx = db.begin().await?;
-    let mut m = memberships::get(&mut tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
+    let mut m = memberships::get(&mut *tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
     let Some(previous_end) = m.current_period_end else {
         return Err(ServiceError::Conflict("this membership is lifetime access: there is no period end to extend".into()));
     };
@@ -186,10 +182,10 @@ pub async fn gift(db: &Db, merchant_id: &str, id: &str, input: Gift) -> Result<M
         m.delivery_status = DeliveryStatus::Pending.as_str().to_owned();
         m.next_retry_at = None;
     }
-    memberships::update_period(&mut tx, &m).await?;
-    if redeliver && !jobs::has_live(&mut tx, &m.id, queue::Queue::Delivery.as_str()).await? {
+    memberships::update_period(&mut *tx, &m).await?;
+    if redeliver && !jobs::has_live(&mut *tx, &m.id, queue::Queue::Delivery.as_str()).await? {
         let job = DeliveryJob { membership_id: m.id.clone(), payment_id: Some(m.last_payment_id.clone()), trigger: Trigger::Renewal };
-        queue::enqueue_delivery(&mut tx, merchant_id, &job, now).await?;
+        queue::enqueue_delivery(&mut *tx, merchant_id, &job, now).await?;
     }
     let data = serde_json::json!({
         "membership_id": m.id,
@@ -200,7 +196,6 @@ pub async fn gift(db: &Db, merchant_id: &str, id: &str, input: Gift) -> Result<M
         "current_period_end": m.current_period_end.map(rfc3339),
         "redelivery": redeliver,
     });
-    record_event(&mut tx, merchant_id, "membership.gifted", Some(&m.id), None, data, now).await?;
-    tx.commit().await?;
+    record_event(&mut *tx, merchant_id, "membership.gifted", Some(&m.id), None, data, now).await?;
     Ok(m)
 }

@@ -1,5 +1,6 @@
 use sha2::{Digest, Sha256};
 
+use sqlx::AnyConnection;
 use super::{ServiceError, required_text};
 use crate::{
     clock::now_ms,
@@ -13,11 +14,11 @@ pub fn hash_api_key(key: &str) -> String {
 }
 
 /// Creates a merchant and returns its API key: the only time the key exists in clear.
-pub async fn create(db: &Db, name: &str) -> Result<(MerchantRow, String), ServiceError> {
+pub async fn create(tx: &mut AnyConnection, name: &str) -> Result<(MerchantRow, String), ServiceError> {
     let name = required_text("name", name, 200)?;
     let api_key = format!("hilt_sk_{}", random_token(40));
     let row = MerchantRow { id: MerchantId::generate().to_string(), name, created_at: now_ms() };
-    merchants::insert(&mut *db.conn().await?, &row, &hash_api_key(&api_key)).await?;
+    merchants::insert(&mut *tx, &row, &hash_api_key(&api_key)).await?;
     Ok((row, api_key))
 }
 

@@ -169,11 +169,10 @@ pub struct JobDetail {
     pub attempts: Vec<AttemptView>,
 }
 
-pub async fn job(db: &Db, id: &str) -> Result<JobDetail, ServiceError> {
-    let mut conn = db.conn().await?;
-    let job = jobs::get(&mut conn, id).await?.ok_or(ServiceError::NotFound)?;
+pub async fn job(tx: &mut AnyConnection, id: &str) -> Result<JobDetail, ServiceError> {
+    let job = jobs::get(&mut *tx, id).await?.ok_or(ServiceError::NotFound)?;
     let attempts = match &job.membership_id {
-        Some(m) => attempts::list_for_membership(&mut conn, m)
+        Some(m) => attempts::list_for_membership(&mut *tx, m)
             .await?
             .into_iter()
             .filter(|a| a.job_id.as_deref() == Some(id))
@@ -191,37 +190,34 @@ pub async fn list_jobs(db: &Db, queue: &str, status: Option<JobStatus>, limit: i
 }
 
 /// Retry now: a waiting, failed or dead job runs again at once. A running job is left alone.
-pub async fn retry_job(db: &Db, id: &str) -> Result<JobView, ServiceError> {
-    let mut conn = db.conn().await?;
-    if !jobs::retry_now(&mut conn, id, now_ms()).await? {
-        return Err(match jobs::get(&mut conn, id).await? {
+pub async fn retry_job(tx: &mut AnyConnection, id: &str) -> Result<JobView, ServiceError> {
+    if !jobs::retry_now(&mut *tx, id, now_ms()).await? {
+        return Err(match jobs::get(&mut *tx, id).await? {
             None => ServiceError::NotFound,
             Some(j) => ServiceError::Conflict(format!("a {} job cannot be retried", j.status)),
         });
     }
-    job(db, id).await.map(|d| d.job)
+    job(tx, id).await.map(|d| d.job)
 }
 
 /// Discard: a waiting, failed or dead job will not run. A running job is left alone.
-pub async fn discard_job(db: &Db, id: &str) -> Result<JobView, ServiceError> {
-    let mut conn = db.conn().await?;
-    if !jobs::discard(&mut conn, id, now_ms()).await? {
-        return Err(match jobs::get(&mut conn, id).await? {
+pub async fn discard_job(tx: &mut AnyConnection, id: &str) -> Result<JobView, ServiceError> {
+    if !jobs::discard(&mut *tx, id, now_ms()).await? {
+        return Err(match jobs::get(&mut *tx, id).await? {
             None => ServiceError::NotFound,
             Some(j) => ServiceError::Conflict(format!("a {} job cannot be discarded", j.status)),
         });
     }
-    job(db, id).await.map(|d| d.job)
+    job(tx, id).await.map(|d| d.job)
 }
 
-pub async fn set_paused(db: &Db, queue: &str, paused: bool) -> Result<(), ServiceError> {
+pub async fn set_paused(tx: &mut AnyConnection, queue: &str, paused: bool) -> Result<(), ServiceError> {
     let Some(queue) = Queue::ALL.into_iter().find(|q| q.as_str() == queue) else {
         return Err(ServiceError::NotFound);
     };
-    let mut conn = db.conn().await?;
-    queue_controls::set_paused(&mut conn, queue.as_str(), paused, now_ms()).await?;
+    queue_controls::set_paused(&mut *tx, queue.as_str(), paused, now_ms()).await?;
     if !paused {
-        crate::queue::wake_workers(&mut conn, queue).await?;
+        crate::queue::wake_workers(&mut *tx, queue).await?;
     }
     Ok(())
 }
@@ -388,7 +384,7 @@ pub struct AuditEntry {
 }
 
 /// Writes an action to the audit log at the current time.
-pub async fn record_action(db: &Db, actor: &str, action: &str, target: &str, source: &str) -> Result<(), ServiceError> {
+pub async fn record_action(tx: &mut AnyConnection, actor: &str, action: &str, target: &str, source: &str) -> Result<(), ServiceError> {
     let row = crate::storage::ops_audit::AuditRow {
         id: crate::domain::AuditId::generate().to_string(),
         at: now_ms(),
@@ -397,7 +393,7 @@ pub async fn record_action(db: &Db, actor: &str, action: &str, target: &str, sou
         target: target.to_owned(),
         source: source.to_owned(),
     };
-    crate::storage::ops_audit::insert(&mut *db.conn().await?, &row).await?;
+    crate::storage::ops_audit::insert(&mut *tx, &row).await?;
     tracing::info!(actor, action, target, source, "operations action");
     Ok(())
 }

@@ -57,15 +57,14 @@ pub struct ConfirmPayment {
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 /// `tokens` seals the buyer's Discord OAuth token (`HILT_ENCRYPTION_KEY`); a token without it is
-/// refused (422), never stored in plaintext.
+/// refused (422), never stored in plaintext. Writes through `tx`; the caller commits.
 pub async fn create(
-    db: &Db,
+    tx: &mut AnyConnection,
     tokens: Option<&EncryptionKey>,
     merchant_id: &str,
     input: CreatePayment,
 ) -> Result<PaymentWithDelivery, ServiceError> {
-    let mut conn = db.conn().await?;
-    let product = products::get(&mut conn, merchant_id, &input.product_id)
+    let product = products::get(&mut *tx, merchant_id, &input.product_id)
         .await?
         .ok_or_else(|| invalid("product_id", "no such product"))?;
     let amount = match input.amount.as_deref() {
@@ -120,7 +119,7 @@ pub async fn create(
             "identify the buyer with a platform user id, a wallet or an email",
         ));
     }
-    payments::insert(&mut conn, &row).await?;
+    payments::insert(tx, &row).await?;
     Ok(PaymentWithDelivery { payment: row, delivery_status: None })
 }
 
@@ -152,9 +151,10 @@ fn buyer_key(product: &ProductRow, p: &PaymentRow) -> Option<String> {
 }
 
 /// Confirms a payment (the payment processor's call). Idempotent: confirming again with the
-/// same transaction returns the same payment and creates nothing.
+/// same transaction returns the same payment and creates nothing. Writes through `tx`; the
+/// caller commits.
 pub async fn confirm(
-    db: &Db,
+    tx: &mut AnyConnection,
     signer: &ReceiptSigner,
     id: &str,
     tx_signature: &str,
@@ -163,8 +163,7 @@ pub async fn confirm(
     if tx_signature.is_empty() || tx_signature.len() > 256 || !tx_signature.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(invalid("tx_signature", "must be 1 to 256 visible ASCII characters"));
     }
-    let mut tx = db.begin().await?;
-    let current = payments::get(&mut tx, None, id).await?.ok_or(ServiceError::NotFound)?;
+    let current = payments::get(&mut *tx, None, id).await?.ok_or(ServiceError::NotFound)?;
     match PaymentStatus::parse(&current.payment.status) {
         Some(PaymentStatus::Pending) => {}
         Some(PaymentStatus::Confirmed) if current.payment.tx_signature.as_deref() == Some(tx_signature) => {
@@ -179,12 +178,12 @@ pub async fn confirm(
     let now = now_ms();
     let membership_id = MembershipId::generate().to_string();
     let receipt_id = ReceiptId::generate().to_string();
-    match payments::mark_confirmed(&mut tx, &payment.id, tx_signature, &membership_id, &receipt_id, now).await {
+    match payments::mark_confirmed(&mut *tx, &payment.id, tx_signature, &membership_id, &receipt_id, now).await {
         Ok(true) => {}
-        // Another confirm won the race between our read and our write: report what it did.
+        // Another confirm won the race between our read and our write (PostgreSQL, read
+        // committed: our update waited for it and then matched nothing): report what it did.
         Ok(false) => {
-            drop(tx);
-            let winner = payments::get(&mut *db.conn().await?, None, id).await?.ok_or(ServiceError::NotFound)?;
+            let winner = payments::get(&mut *tx, None, id).await?.ok_or(ServiceError::NotFound)?;
             return if winner.payment.tx_signature.as_deref() == Some(tx_signature) {
                 Ok(winner)
             } else {
@@ -197,10 +196,10 @@ pub async fn confirm(
         Err(e) => return Err(e.into()),
     }
 
-    let product = products::get(&mut tx, &payment.merchant_id, &payment.product_id)
+    let product = products::get(&mut *tx, &payment.merchant_id, &payment.product_id)
         .await?
         .ok_or(ServiceError::NotFound)?;
-    let membership = grant_access(&mut tx, &product, &payment, &membership_id, now).await?;
+    let membership = grant_access(&mut *tx, &product, &payment, &membership_id, now).await?;
     if membership.id != membership_id {
         sqlx::query("UPDATE payments SET membership_id = $1 WHERE id = $2")
             .bind(&membership.id)
@@ -208,16 +207,15 @@ pub async fn confirm(
             .execute(&mut *tx)
             .await?;
     }
-    let merchant = merchants::get(&mut tx, &payment.merchant_id).await?.ok_or(ServiceError::NotFound)?;
+    let merchant = merchants::get(&mut *tx, &payment.merchant_id).await?.ok_or(ServiceError::NotFound)?;
     let issue = ReceiptIssue { merchant_name: &merchant.name, product: &product, payment: &payment, membership_id: &membership.id, receipt_id: &receipt_id };
-    issue_receipt(&mut tx, signer, issue, tx_signature, now).await?;
+    issue_receipt(&mut *tx, signer, issue, tx_signature, now).await?;
 
-    let confirmed = payments::get(&mut tx, None, id).await?.ok_or(ServiceError::NotFound)?;
-    record_event(&mut tx, &confirmed.payment.merchant_id, "payment.confirmed", Some(&membership.id), Some(&payment.id),
+    let confirmed = payments::get(&mut *tx, None, id).await?.ok_or(ServiceError::NotFound)?;
+    record_event(&mut *tx, &confirmed.payment.merchant_id, "payment.confirmed", Some(&membership.id), Some(&payment.id),
         serde_json::to_value(PaymentView::from(&confirmed)).unwrap_or_default(), now).await?;
     let job = DeliveryJob { membership_id: membership.id.clone(), payment_id: Some(payment.id.clone()), trigger: Trigger::Automatic };
-    queue::enqueue_delivery(&mut tx, &payment.merchant_id, &job, now).await?;
-    tx.commit().await?;
+    queue::enqueue_delivery(&mut *tx, &payment.merchant_id, &job, now).await?;
     Ok(confirmed)
 }
 

@@ -1,11 +1,12 @@
 use serde::{Deserialize, Deserializer};
+use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
 use super::{ServiceError, discord_id, http_url, invalid, required_text};
 use crate::{
     clock::now_ms,
     domain::{Amount, Currency, Period, Platform, ProductId},
-    storage::{Db, products::{self, ProductRow}},
+    storage::products::{self, ProductRow},
 };
 
 const DEFAULT_GRACE: &str = "3d";
@@ -102,7 +103,7 @@ fn check(p: &mut ProductRow) -> Result<(), ServiceError> {
     Ok(())
 }
 
-pub async fn create(db: &Db, merchant_id: &str, input: CreateProduct) -> Result<ProductRow, ServiceError> {
+pub async fn create(tx: &mut AnyConnection, merchant_id: &str, input: CreateProduct) -> Result<ProductRow, ServiceError> {
     let now = now_ms();
     let period_ms = match input.period.as_deref() {
         Some(p) => Some(parse_period("period", p)?.as_millis()),
@@ -127,7 +128,7 @@ pub async fn create(db: &Db, merchant_id: &str, input: CreateProduct) -> Result<
         updated_at: now,
     };
     check(&mut row)?;
-    products::insert(&mut *db.conn().await?, &row).await?;
+    products::insert(&mut *tx, &row).await?;
     Ok(row)
 }
 
@@ -136,9 +137,8 @@ fn parse_period_or_zero(param: &str, value: &str) -> Result<Period, ServiceError
     value.parse().map_err(|e: String| invalid(param, e))
 }
 
-pub async fn update(db: &Db, merchant_id: &str, id: &str, patch: UpdateProduct) -> Result<ProductRow, ServiceError> {
-    let mut tx = db.begin().await?;
-    let mut row = products::get(&mut tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
+pub async fn update(tx: &mut AnyConnection, merchant_id: &str, id: &str, patch: UpdateProduct) -> Result<ProductRow, ServiceError> {
+    let mut row = products::get(&mut *tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
     if let Some(v) = patch.name { row.name = v; }
     if let Some(v) = patch.platform { row.platform = v; }
     if let Some(v) = patch.telegram_chat_id { row.telegram_chat_id = v; }
@@ -161,7 +161,6 @@ pub async fn update(db: &Db, merchant_id: &str, id: &str, patch: UpdateProduct) 
     }
     row.updated_at = now_ms();
     check(&mut row)?;
-    products::update(&mut tx, &row).await?;
-    tx.commit().await?;
+    products::update(&mut *tx, &row).await?;
     Ok(row)
 }

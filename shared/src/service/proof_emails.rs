@@ -13,7 +13,6 @@ use crate::{
     domain::{JobId, ProofEmailId},
     queue::{self, ProofEmailJob, Queue},
     storage::{
-        Db,
         jobs::Finish,
         memberships, payments,
         proof_emails::{self, ProofEmailRow},
@@ -32,18 +31,17 @@ pub struct SendProof {
 /// Records the request and queues its job; the address is chosen and validated here, so a
 /// request without one changes nothing (422 `email`).
 pub async fn request(
-    db: &Db,
+    tx: &mut AnyConnection,
     merchant_id: &str,
     receipt_id: &str,
     body: SendProof,
 ) -> Result<(ProofEmailRow, JobId), ServiceError> {
     let given = email("email", body.email.as_deref())?;
     let now = now_ms();
-    let mut tx = db.begin().await?;
-    let receipt = receipts::get(&mut tx, merchant_id, receipt_id).await?.ok_or(ServiceError::NotFound)?;
+    let receipt = receipts::get(&mut *tx, merchant_id, receipt_id).await?.ok_or(ServiceError::NotFound)?;
     let address = match given.or_else(|| receipt.billing_email.clone()) {
         Some(address) => Some(address),
-        None => buyer_email(&mut tx, &receipt).await?,
+        None => buyer_email(&mut *tx, &receipt).await?,
     };
     let Some(address) = address else {
         return Err(invalid(
@@ -54,7 +52,7 @@ pub async fn request(
     let id = ProofEmailId::generate().to_string();
     let payload = serde_json::to_string(&ProofEmailJob { proof_email_id: id.clone() })
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let job_id = queue::enqueue(&mut tx, Queue::ProofEmail, Some(merchant_id), Some(&receipt.membership_id), payload, now).await?;
+    let job_id = queue::enqueue(&mut *tx, Queue::ProofEmail, Some(merchant_id), Some(&receipt.membership_id), payload, now).await?;
     let row = ProofEmailRow {
         id,
         merchant_id: merchant_id.to_owned(),
@@ -71,8 +69,7 @@ pub async fn request(
         created_at: now,
         updated_at: now,
     };
-    proof_emails::insert(&mut tx, &row).await?;
-    tx.commit().await?;
+    proof_emails::insert(&mut *tx, &row).await?;
     Ok((row, job_id))
 }
 

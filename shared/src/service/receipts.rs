@@ -84,7 +84,7 @@ pub async fn get(db: &Db, merchant_id: &str, id: &str, public_base_url: &str) ->
 }
 
 pub async fn update_invoice_metadata(
-    db: &Db,
+    tx: &mut AnyConnection,
     merchant_id: &str,
     id: &str,
     patch: InvoiceMetadataPatch,
@@ -104,9 +104,7 @@ pub async fn update_invoice_metadata(
     let billing_reference = one_line("billing_reference", patch.billing_reference, 128)?;
     let billing_email = patch.billing_email.map(|e| email("billing_email", e.as_deref())).transpose()?;
     let notes = patch.notes.map(|n| optional_text("notes", n.as_deref(), 2000)).transpose()?;
-
-    let mut tx = db.begin().await?;
-    let mut row = receipts::get(&mut tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
+    let mut row = receipts::get(&mut *tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
     let set = |field: &mut Option<String>, value: Option<Option<String>>| {
         if let Some(v) = value {
             *field = v;
@@ -117,8 +115,7 @@ pub async fn update_invoice_metadata(
     set(&mut row.billing_email, billing_email);
     set(&mut row.billing_reference, billing_reference);
     set(&mut row.invoice_notes, notes);
-    receipts::update_invoice_metadata(&mut tx, &row).await?;
-    tx.commit().await?;
+    receipts::update_invoice_metadata(&mut *tx, &row).await?;
     Ok(ReceiptView::new(&row, public_base_url))
 }
 

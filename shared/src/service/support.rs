@@ -63,10 +63,9 @@ pub struct ListTickets<'a> {
     pub membership_id: Option<&'a str>,
 }
 
-pub async fn create(db: &Db, merchant_id: &str, input: CreateTicket, public_base_url: &str) -> Result<TicketView, ServiceError> {
+pub async fn create(tx: &mut AnyConnection, merchant_id: &str, input: CreateTicket, public_base_url: &str) -> Result<TicketView, ServiceError> {
     let subject = required_text("subject", &input.subject, MAX_SUBJECT)?;
     let body = required_text("body", &input.body, MAX_BODY)?;
-    let mut tx = db.begin().await?;
     let c = input.context;
     let context = [
         ("context.payment_id", ContextTable::Payments, &c.payment_id),
@@ -76,7 +75,7 @@ pub async fn create(db: &Db, merchant_id: &str, input: CreateTicket, public_base
     ];
     for (param, table, id) in context {
         if let Some(id) = id
-            && !support::merchant_owns(&mut tx, table, merchant_id, id).await?
+            && !support::merchant_owns(&mut *tx, table, merchant_id, id).await?
         {
             return Err(invalid(param, "no such object"));
         }
@@ -96,10 +95,9 @@ pub async fn create(db: &Db, merchant_id: &str, input: CreateTicket, public_base
         created_at: now,
         updated_at: now,
     };
-    support::insert(&mut tx, &ticket).await?;
-    append(&mut tx, &ticket.id, MessageAuthor::Merchant, &body, now).await?;
-    let view = load(&mut tx, merchant_id, &ticket.id, public_base_url).await?;
-    tx.commit().await?;
+    support::insert(&mut *tx, &ticket).await?;
+    append(&mut *tx, &ticket.id, MessageAuthor::Merchant, &body, now).await?;
+    let view = load(&mut *tx, merchant_id, &ticket.id, public_base_url).await?;
     Ok(view)
 }
 
@@ -151,7 +149,7 @@ pub async fn load(
 }
 
 pub async fn add_message(
-    db: &Db,
+    tx: &mut AnyConnection,
     merchant_id: &str,
     id: &str,
     input: AddMessage,
@@ -162,33 +160,29 @@ pub async fn add_message(
         return Err(invalid("author", "must be merchant or buyer"));
     }
     let body = required_text("body", &input.body, MAX_BODY)?;
-    let mut tx = db.begin().await?;
-    let ticket = support::get(&mut tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
+    let ticket = support::get(&mut *tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
     let now = now_ms();
-    append(&mut tx, &ticket.id, author, &body, now).await?;
+    append(&mut *tx, &ticket.id, author, &body, now).await?;
     if author == MessageAuthor::Buyer && ticket.status == TicketStatus::Resolved.as_str() {
-        change_status(&mut tx, &ticket, TicketStatus::Open, "the buyer wrote again", now).await?;
+        change_status(&mut *tx, &ticket, TicketStatus::Open, "the buyer wrote again", now).await?;
     }
-    let view = load(&mut tx, merchant_id, id, public_base_url).await?;
-    tx.commit().await?;
+    let view = load(&mut *tx, merchant_id, id, public_base_url).await?;
     Ok(view)
 }
 
 /// Sets the status; a change adds a system message, setting the current status changes nothing.
 pub async fn update(
-    db: &Db,
+    tx: &mut AnyConnection,
     merchant_id: &str,
     id: &str,
     input: UpdateTicket,
     public_base_url: &str,
 ) -> Result<TicketView, ServiceError> {
-    let mut tx = db.begin().await?;
-    let ticket = support::get(&mut tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
+    let ticket = support::get(&mut *tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
     if ticket.status != input.status.as_str() {
-        change_status(&mut tx, &ticket, input.status, "by the merchant", now_ms()).await?;
+        change_status(&mut *tx, &ticket, input.status, "by the merchant", now_ms()).await?;
     }
-    let view = load(&mut tx, merchant_id, id, public_base_url).await?;
-    tx.commit().await?;
+    let view = load(&mut *tx, merchant_id, id, public_base_url).await?;
     Ok(view)
 }
 

@@ -39,7 +39,7 @@ pub struct CreateEndpoint {
 const MAX_URL_LEN: usize = 2048;
 
 /// Creates an endpoint; the answer carries its secret, which is never shown again.
-pub async fn create(db: &Db, merchant_id: &str, input: CreateEndpoint, allow_private: bool) -> Result<EndpointWithSecret, ServiceError> {
+pub async fn create(tx: &mut AnyConnection, merchant_id: &str, input: CreateEndpoint, allow_private: bool) -> Result<EndpointWithSecret, ServiceError> {
     let url = endpoint_url("url", &input.url, allow_private)?;
     let events = event_types(&input.events)?;
     let now = now_ms();
@@ -58,7 +58,7 @@ pub async fn create(db: &Db, merchant_id: &str, input: CreateEndpoint, allow_pri
         created_at: now,
         updated_at: Some(now),
     };
-    webhook_endpoints::insert(&mut *db.conn().await?, &row).await?;
+    webhook_endpoints::insert(&mut *tx, &row).await?;
     Ok(EndpointWithSecret { endpoint: EndpointView::from(&row), secret: row.secret })
 }
 
@@ -74,23 +74,19 @@ pub async fn get(db: &Db, merchant_id: &str, id: &str) -> Result<EndpointView, S
 
 /// Deletes the endpoint: nothing more is sent to it (waiting attempts complete without sending);
 /// its delivery record is kept.
-pub async fn delete(db: &Db, merchant_id: &str, id: &str) -> Result<(), ServiceError> {
-    let mut tx = db.begin().await?;
-    load(&mut tx, merchant_id, id).await?;
-    webhook_endpoints::mark_deleted(&mut tx, id, now_ms()).await?;
-    tx.commit().await?;
+pub async fn delete(tx: &mut AnyConnection, merchant_id: &str, id: &str) -> Result<(), ServiceError> {
+    load(&mut *tx, merchant_id, id).await?;
+    webhook_endpoints::mark_deleted(&mut *tx, id, now_ms()).await?;
     Ok(())
 }
 
 /// A new secret; the previous one keeps signing beside it for 24 hours.
-pub async fn rotate_secret(db: &Db, merchant_id: &str, id: &str) -> Result<EndpointWithSecret, ServiceError> {
+pub async fn rotate_secret(tx: &mut AnyConnection, merchant_id: &str, id: &str) -> Result<EndpointWithSecret, ServiceError> {
     let now = now_ms();
-    let mut tx = db.begin().await?;
-    load(&mut tx, merchant_id, id).await?;
+    load(&mut *tx, merchant_id, id).await?;
     let secret = webhook::generate_secret();
-    webhook_endpoints::rotate_secret(&mut tx, id, &secret, now + webhook::PREVIOUS_SECRET_VALIDITY_MS, now).await?;
-    let row = load(&mut tx, merchant_id, id).await?;
-    tx.commit().await?;
+    webhook_endpoints::rotate_secret(&mut *tx, id, &secret, now + webhook::PREVIOUS_SECRET_VALIDITY_MS, now).await?;
+    let row = load(&mut *tx, merchant_id, id).await?;
     Ok(EndpointWithSecret { endpoint: EndpointView::from(&row), secret })
 }
 
@@ -111,28 +107,26 @@ pub async fn deliveries(
 /// Sends the event of a delivery attempt to the endpoint again, now, with a fresh retry budget
 /// and the same `webhook-id`. A waiting automatic retry of it is superseded; 409 while an
 /// attempt for it is in flight or when the endpoint is disabled.
-pub async fn retry_delivery(db: &Db, merchant_id: &str, endpoint_id: &str, delivery_id: &str) -> Result<(DeliveryRow, JobId), ServiceError> {
+pub async fn retry_delivery(tx: &mut AnyConnection, merchant_id: &str, endpoint_id: &str, delivery_id: &str) -> Result<(DeliveryRow, JobId), ServiceError> {
     WebhookDeliveryId::parse(delivery_id).ok_or(ServiceError::NotFound)?;
     let now = now_ms();
-    let mut tx = db.begin().await?;
-    let endpoint = load(&mut tx, merchant_id, endpoint_id).await?;
-    let delivery = webhook_deliveries::get(&mut tx, endpoint_id, delivery_id).await?.ok_or(ServiceError::NotFound)?;
+    let endpoint = load(&mut *tx, merchant_id, endpoint_id).await?;
+    let delivery = webhook_deliveries::get(&mut *tx, endpoint_id, delivery_id).await?.ok_or(ServiceError::NotFound)?;
     if endpoint.disabled_at.is_some() {
         return Err(ServiceError::Conflict("the endpoint is disabled (its receiver answered 410 Gone); create a new endpoint".into()));
     }
     for trigger in [Trigger::Automatic, Trigger::Manual] {
         let job = WebhookJob { endpoint_id: endpoint.id.clone(), event_id: delivery.event_id.clone(), trigger };
         let payload = serde_json::to_string(&job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let (_, running) = jobs::count_live_with_payload(&mut tx, Queue::Webhook.as_str(), &payload).await?;
+        let (_, running) = jobs::count_live_with_payload(&mut *tx, Queue::Webhook.as_str(), &payload).await?;
         if running > 0 {
             return Err(ServiceError::Conflict("an attempt to send this event is in flight; try again when it finishes".into()));
         }
-        jobs::discard_waiting_with_payload(&mut tx, Queue::Webhook.as_str(), &payload, now).await?;
+        jobs::discard_waiting_with_payload(&mut *tx, Queue::Webhook.as_str(), &payload, now).await?;
     }
-    let membership_id = events::get(&mut tx, &delivery.event_id).await?.and_then(|e| e.membership_id);
+    let membership_id = events::get(&mut *tx, &delivery.event_id).await?.and_then(|e| e.membership_id);
     let job = WebhookJob { endpoint_id: endpoint.id.clone(), event_id: delivery.event_id.clone(), trigger: Trigger::Manual };
-    let job_id = queue::enqueue_webhook(&mut tx, merchant_id, membership_id.as_deref(), &job, now).await?;
-    tx.commit().await?;
+    let job_id = queue::enqueue_webhook(&mut *tx, merchant_id, membership_id.as_deref(), &job, now).await?;
     Ok((delivery, job_id))
 }
 

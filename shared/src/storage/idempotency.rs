@@ -1,22 +1,24 @@
-//! `Idempotency-Key` claims (zero2prod's pattern): insert-if-absent, run, store the response.
+//! `Idempotency-Key` records, written inside the request's own transaction (zero2prod's
+//! pattern): claim (insert-if-absent), the request's changes, then the saved response, one commit.
 
 use sqlx::AnyConnection;
 
+use super::is_postgres;
+
 pub enum Claim {
-    /// First use of the key: run the request, then `save_response`.
+    /// First use of the key: run the request, then `save_response` in the same transaction.
     New,
-    /// The key was used with another body.
+    /// The key was used with another request.
     Mismatch,
-    /// The first request with this key has not finished yet.
+    /// The first request with this key is still running.
     InFlight,
-    /// The stored first response, to replay.
+    /// The saved response of the request that happened, to replay.
     Replay { status: u16, body: String },
 }
 
-/// A claim with no response after this long belongs to a request that died (the client gave up,
-/// the process was killed): the key is free again.
-pub const ABANDONED_AFTER_MS: i64 = 30_000;
-
+/// Claims `key` within the caller's transaction. While another transaction holds the same key,
+/// PostgreSQL answers `InFlight` at once (a transaction-scoped advisory lock on the key; the
+/// insert alone would wait for it); SQLite's single writer has already waited for it.
 pub async fn claim(
     conn: &mut AnyConnection,
     scope: &str,
@@ -25,16 +27,26 @@ pub async fn claim(
     now: i64,
     ttl_ms: i64,
 ) -> Result<Claim, sqlx::Error> {
+    if is_postgres(conn) {
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("idempotency {scope} {key}"))
+            .fetch_one(&mut *conn)
+            .await?;
+        if !held {
+            return Ok(Claim::InFlight);
+        }
+    }
+    // A committed claim always has its response; one without is left from before claims shared
+    // their request's transaction, and belongs to no running request.
     sqlx::query(
         "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 \
-         AND (created_at < $3 OR (response_status IS NULL AND created_at < $4))",
+         AND (created_at < $3 OR response_status IS NULL)",
     )
-    .bind(scope)
-    .bind(key)
-    .bind(now - ttl_ms)
-    .bind(now - ABANDONED_AFTER_MS)
-    .execute(&mut *conn)
-    .await?;
+        .bind(scope)
+        .bind(key)
+        .bind(now - ttl_ms)
+        .execute(&mut *conn)
+        .await?;
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (scope, idem_key) DO NOTHING",
@@ -79,16 +91,5 @@ pub async fn save_response(
     .bind(key)
     .execute(conn)
     .await?;
-    Ok(())
-}
-
-/// Frees the key: after a failure the client should be able to retry (5xx), or a request that
-/// failed authentication (which must leave nothing behind).
-pub async fn release(conn: &mut AnyConnection, scope: &str, key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
-        .bind(scope)
-        .bind(key)
-        .execute(conn)
-        .await?;
     Ok(())
 }
