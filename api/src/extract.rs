@@ -39,8 +39,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::InvalidJson("request body must be a JSON object".into()));
     }
-    let value: serde_json::Value = serde_json::from_slice(bytes)
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::InvalidJson(format!("request body is not valid JSON: {e}")))?;
+    integral_floats_as_integers(&mut value);
     if !value.is_object() {
         return Err(ApiError::Validation { param: None, message: "request body must be a JSON object".into() });
     }
@@ -55,6 +56,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::Validation { param: Some(param), message }
     })
+}
+
+/// JSON Schema's `integer` is any whole number, `19.0` included, but serde reads `19.0` only
+/// into a float: such numbers are made integers before the fields are read.
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15) {
+                *n = serde_json::Number::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
 }
 
 /// `limit` (default 50, 1–200) and `offset` (default 0) of list routes.

@@ -5,8 +5,8 @@ use serde::Serialize;
 use utoipa::{
     Modify, OpenApi, ToSchema,
     openapi::{
-        ContentBuilder, Ref, RefOr, ResponseBuilder,
-        path::Operation,
+        ContentBuilder, ObjectBuilder, Ref, RefOr, ResponseBuilder, Type,
+        path::{Operation, ParameterIn},
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
 };
@@ -38,7 +38,7 @@ use crate::routes::{admin, health, memberships, ops, payments, products, receipt
         webhook_endpoints::retry_webhook_delivery,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&Security, &Errors)
+    modifiers(&Security, &Constraints, &Errors)
 )]
 pub struct ApiDoc;
 
@@ -71,6 +71,10 @@ impl Errors {
             statuses.push(("401", "unauthorized: missing or wrong credentials"));
             statuses.push(("429", "rate_limited: over HILT_RATE_LIMIT (see Retry-After)"));
         }
+        let has_query = op.parameters.iter().flatten().any(|p| p.parameter_in == ParameterIn::Query);
+        if has_query && op.request_body.is_none() {
+            statuses.push(("422", "validation_failed: a query parameter is invalid (see param)"));
+        }
         if op.request_body.is_some() {
             statuses.push(("400", "invalid_json: the body is not JSON"));
             statuses.push(("408", "request_timeout: the body did not arrive within HILT_READ_TIMEOUT"));
@@ -89,6 +93,7 @@ impl Errors {
 
 impl Modify for Errors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+
         for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [("get", &mut item.get), ("post", &mut item.post), ("patch", &mut item.patch), ("delete", &mut item.delete), ("put", &mut item.put)];
             for (method, op) in operations {
@@ -116,6 +121,53 @@ impl Modify for Errors {
             }
         }
     }
+}
+
+/// What the routes accept beyond the types of their annotations, declared once: each query
+/// parameter's values (the routes check them by hand: `extract::Page` and each route's filters)
+/// and the rules of bodies utoipa cannot derive.
+struct Constraints;
+
+impl Modify for Constraints {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for op in [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete, &mut item.put].into_iter().flatten() {
+                for parameter in op.parameters.iter_mut().flatten() {
+                    if parameter.parameter_in == ParameterIn::Query
+                        && let Some(schema) = query_schema(path, &parameter.name)
+                    {
+                        parameter.schema = Some(schema);
+                    }
+                }
+            }
+        }
+        // A profile correction names at least one field (`{}` is 422).
+        if let Some(components) = openapi.components.as_mut()
+            && let Some(RefOr::T(utoipa::openapi::Schema::Object(profile))) = components.schemas.get_mut("UpdateProfile")
+        {
+            profile.min_properties = Some(1);
+        }
+    }
+}
+
+/// The values a query parameter accepts.
+fn query_schema(path: &str, name: &str) -> Option<RefOr<utoipa::openapi::Schema>> {
+    let integer = |min: i64, max: Option<i64>| ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(min)).maximum(max);
+    let one_of = |values: &[&str]| ObjectBuilder::new().schema_type(Type::String).enum_values(Some(values.to_vec()));
+    let schema = match (name, path) {
+        ("limit", _) => integer(1, Some(200)),
+        ("offset", _) => integer(0, Some(i64::MAX)),
+        ("within_days", _) => integer(1, Some(365)),
+        ("platform", _) => one_of(&["telegram", "discord"]),
+        ("kind", _) => one_of(&["general", "delivery"]),
+        ("status", "/v1/memberships") => one_of(&["active", "grace", "expired", "cancelled"]),
+        ("status", "/v1/support/tickets") => one_of(&["open", "pending", "resolved"]),
+        ("status", "/v1/ops/queues/{queue}/jobs") => one_of(&["queued", "running", "done", "dead", "discarded"]),
+        ("status", _) => return None,
+        // Searches and ids: `optional_text(…, 200)`.
+        _ => return Some(RefOr::T(hilt_shared::service::schema::text(200, false).into())),
+    };
+    Some(RefOr::T(schema.build().into()))
 }
 
 struct Security;

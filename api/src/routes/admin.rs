@@ -11,6 +11,7 @@ use crate::{
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateMerchant {
+    #[schema(schema_with = hilt_shared::service::schema::required_text_200)]
     pub name: String,
 }
 

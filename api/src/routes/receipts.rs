@@ -123,7 +123,7 @@ pub struct SendProofAccepted {
 /// Email the receipt's verification link (202; a `proof_email` job sends it once). The address
 /// is `email`, else the invoice billing email, else the buyer's email; none known → 422.
 #[utoipa::path(post, path = "/v1/receipt/{id}/send-proof", tag = "receipts", params(("id" = String, Path)),
-    request_body(content = SendProof, description = "An empty body is `{}`"),
+    request_body(content = Option<SendProof>, description = "Optional: no body is `{}`"),
     responses((status = 202, body = SendProofAccepted), (status = 404), (status = 422, description = "no or a malformed address")),
     security(("api_key" = [])))]
 pub async fn send_proof(

@@ -101,7 +101,7 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Optio
 pub struct UpdateNotes {
     /// Merchant-only context; `null` or "" clears it. At most 10,000 characters.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::schema::nullable_text_10000, required = true)]
     pub notes: Option<Option<String>>,
 }
 
@@ -121,11 +121,11 @@ pub async fn update_notes(tx: &mut AnyConnection, merchant_id: &str, id: &str, i
 pub struct UpdateProfile {
     /// The buyer's handle as shown to the merchant (e.g. `@alice`); at most 100 characters.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::schema::nullable_handle)]
     pub handle: Option<Option<String>>,
     /// A merchant-chosen label; at most 200 characters.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = super::schema::nullable_text_200)]
     pub label: Option<Option<String>>,
 }
 
@@ -154,8 +154,10 @@ pub async fn update_profile(tx: &mut AnyConnection, merchant_id: &str, id: &str,
 #[serde(deny_unknown_fields)]
 pub struct Gift {
     /// Free days to add, 1 to 3650.
+    #[schema(minimum = 1, maximum = 3650)]
     pub days: i64,
     /// Why (kept on the `membership.gifted` event); 1 to 500 characters.
+    #[schema(schema_with = super::schema::required_text_500)]
     pub reason: String,
 }
 

@@ -39,11 +39,13 @@ pub(crate) fn required_text(param: &str, value: &str, max: usize) -> Result<Stri
     optional_text(param, Some(value), max).map(|v| v.unwrap_or_default())
 }
 
-/// Trims an optional text field; empty becomes absent.
+/// Trims an optional text field; empty becomes absent. The length counts what was sent.
 pub(crate) fn optional_text(param: &str, value: Option<&str>, max: usize) -> Result<Option<String>, ServiceError> {
+    if value.is_some_and(|v| v.chars().count() > max) {
+        return Err(invalid(param, format!("must be at most {max} characters")));
+    }
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
-        Some(v) if v.chars().count() > max => Err(invalid(param, format!("must be at most {max} characters"))),
         Some(v) if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
             Err(invalid(param, "must not contain control characters"))
         }
@@ -75,5 +77,93 @@ pub(crate) fn discord_id(param: &str, value: Option<&str>) -> Result<Option<Stri
         None => Ok(None),
         Some(v) if (1..=20).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(v.to_owned())),
         Some(_) => Err(invalid(param, "must be a string of digits (a Discord id)")),
+    }
+}
+
+/// The JSON Schemas of the validators above, for the OpenAPI document
+/// (`#[schema(schema_with = …)]`), so a generated client and a fuzzer know what is accepted.
+pub mod schema {
+    use utoipa::openapi::{Object, ObjectBuilder, Type, schema::SchemaType};
+
+    /// Control characters `optional_text` refuses (Unicode Cc but tab and line feed).
+    const CONTROL: &str = "\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f";
+
+    fn nullable(mut o: Object) -> Object {
+        o.schema_type = SchemaType::from_iter([Type::String, Type::Null]);
+        o
+    }
+
+    /// `optional_text` (`required`: `required_text`) of at most `max` characters.
+    pub fn text(max: usize, required: bool) -> Object {
+        let pattern = if required {
+            format!("^[^{CONTROL}]*[^\\s{CONTROL}][^{CONTROL}]*$")
+        } else {
+            format!("^[^{CONTROL}]*$")
+        };
+        ObjectBuilder::new().schema_type(Type::String).max_length(Some(max)).pattern(Some(pattern)).build()
+    }
+
+    pub fn required_text_200() -> Object {
+        text(200, true)
+    }
+
+    pub fn required_text_500() -> Object {
+        text(500, true)
+    }
+
+    /// A message body.
+    pub fn required_text_10000() -> Object {
+        text(10_000, true)
+    }
+
+    /// Nullable `optional_text`s: `null` or "" clears the field.
+    pub fn nullable_text_64() -> Object {
+        nullable(text(64, false))
+    }
+
+    pub fn nullable_text_128() -> Object {
+        nullable(text(128, false))
+    }
+
+    pub fn nullable_text_200() -> Object {
+        nullable(text(200, false))
+    }
+
+    pub fn nullable_text_2000() -> Object {
+        nullable(text(2000, false))
+    }
+
+    pub fn nullable_text_10000() -> Object {
+        nullable(text(10_000, false))
+    }
+
+    /// A buyer's handle (`@alice`): at most 100 characters, no spaces inside; nullable.
+    pub fn nullable_handle() -> Object {
+        nullable(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(100))
+                .pattern(Some(format!("^\\s*[^\\s{CONTROL}]*\\s*$")))
+                .build(),
+        )
+    }
+
+    /// `email`: one `@`, a dotted domain, no spaces, at most 254 characters; blank or `null`
+    /// is none.
+    pub fn nullable_email() -> Object {
+        let c = CONTROL;
+        let address = format!("^\\s*[^\\s@{c}]+@[^\\s@.{c}][^\\s@{c}]*\\.[^\\s@{c}]*[^\\s@.{c}]\\s*$");
+        nullable(ObjectBuilder::new().schema_type(Type::String).max_length(Some(254)).pattern(Some(format!("^\\s*$|{address}"))).build())
+    }
+
+    /// A `tx_signature`: 1 to 256 visible ASCII characters.
+    pub fn tx_signature() -> Object {
+        ObjectBuilder::new().schema_type(Type::String).pattern(Some("^\\s*[!-~]{1,256}\\s*$")).build()
+    }
+
+    /// Who may write a support message through the API (`null`: the merchant).
+    pub fn message_author() -> Object {
+        let values: [Option<&str>; 3] = [Some("merchant"), Some("buyer"), None];
+        nullable(ObjectBuilder::new().enum_values(Some(values)).build())
     }
 }

@@ -51,6 +51,7 @@ pub struct CreatePayment {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ConfirmPayment {
+    #[schema(schema_with = super::schema::tx_signature)]
     pub tx_signature: String,
 }
 

@@ -24,7 +24,7 @@ use crate::{
 /// `{email?}`: without it the address is the invoice billing email, else the buyer's email.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct SendProof {
-    #[schema(max_length = 254)]
+    #[schema(schema_with = super::schema::nullable_email)]
     pub email: Option<String>,
 }
 

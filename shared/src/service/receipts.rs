@@ -26,20 +26,20 @@ use crate::{
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct InvoiceMetadataPatch {
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 64)]
+    #[schema(schema_with = super::schema::nullable_text_64)]
     pub invoice_number: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 200)]
+    #[schema(schema_with = super::schema::nullable_text_200)]
     pub billing_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 254)]
+    #[schema(schema_with = super::schema::nullable_email)]
     pub billing_email: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 128)]
+    #[schema(schema_with = super::schema::nullable_text_128)]
     pub billing_reference: Option<Option<String>>,
     /// Printed on the PDF and shown on the public proof: not a place for private notes.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 2000)]
+    #[schema(schema_with = super::schema::nullable_text_2000)]
     pub notes: Option<Option<String>>,
 }
 
@@ -66,8 +66,8 @@ pub async fn list(
 ) -> Result<(Vec<ReceiptView>, i64), ServiceError> {
     let q = optional_text("q", filter.q, 200)?;
     let filter = ReceiptFilter {
-        wallet: optional_text("wallet", filter.wallet, 128)?,
-        product_id: optional_text("product_id", filter.product_id, 64)?,
+        wallet: optional_text("wallet", filter.wallet, 200)?,
+        product_id: optional_text("product_id", filter.product_id, 200)?,
         q: q.as_deref().map(like_pattern),
     };
     let (rows, total) = receipts::list(&mut *db.conn().await?, merchant_id, &filter, limit, offset).await?;

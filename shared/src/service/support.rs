@@ -8,7 +8,7 @@ use serde::Deserialize;
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
-use super::{ServiceError, invalid, required_text};
+use super::{ServiceError, invalid, optional_text, required_text};
 use crate::{
     clock::{Millis, now_ms},
     domain::{MessageAuthor, MessageId, TicketId, TicketKind, TicketPriority, TicketStatus},
@@ -34,8 +34,10 @@ pub struct TicketContextInput {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateTicket {
+    #[schema(schema_with = super::schema::required_text_200)]
     pub subject: String,
     /// The first message of the thread, written by the merchant.
+    #[schema(schema_with = super::schema::required_text_10000)]
     pub body: String,
     #[serde(default)]
     pub context: TicketContextInput,
@@ -45,8 +47,10 @@ pub struct CreateTicket {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddMessage {
+    #[schema(schema_with = super::schema::required_text_10000)]
     pub body: String,
     /// `merchant` (default) or `buyer`; `system` messages are written by Hilt only.
+    #[schema(schema_with = super::schema::message_author)]
     pub author: Option<MessageAuthor>,
 }
 
@@ -120,7 +124,7 @@ pub async fn list(
     let filter = TicketFilter {
         status: status.map(|s| s.as_str().to_owned()),
         kind: kind.map(|k| k.as_str().to_owned()),
-        membership_id: filter.membership_id.map(str::to_owned),
+        membership_id: optional_text("membership_id", filter.membership_id, 200)?,
     };
     let mut conn = db.conn().await?;
     let (rows, total) = support::list(&mut conn, merchant_id, &filter, limit, offset).await?;

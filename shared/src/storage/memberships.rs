@@ -282,11 +282,19 @@ pub struct MembershipFilter {
     pub product_id: Option<String>,
     pub status: Option<String>,
     pub platform: Option<String>,
-    /// A LIKE pattern (see `storage::like_pattern`) over handle, label, wallet, identity ids,
-    /// the membership id and the ids of its payments.
+    /// A LIKE pattern (see `storage::like_pattern`) over [`SEARCH_TEXT`].
     pub q: Option<String>,
 }
 
+/// What the ledger's `q` searches, lower-cased: handle, label, wallet, Telegram and Discord user
+/// ids, the membership id and its latest payment's id. On PostgreSQL a trigram index on this
+/// very expression serves the substring search (`Db::migrate`); SQLite scans.
+pub(crate) const SEARCH_TEXT: &str = "LOWER(COALESCE(handle, '') || ' ' || COALESCE(label, '') || ' ' || \
+    COALESCE(wallet, '') || ' ' || COALESCE(CAST(telegram_user_id AS TEXT), '') || ' ' || \
+    COALESCE(discord_user_id, '') || ' ' || id || ' ' || last_payment_id)";
+
+/// The ledger, newest first, with the total. Only the given filters enter the statement, so
+/// each combination has a plan that can use its index.
 pub async fn list(
     conn: &mut AnyConnection,
     merchant_id: &str,
@@ -294,35 +302,32 @@ pub async fn list(
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<MembershipRow>, i64), sqlx::Error> {
-    let filters = "m.merchant_id = $1 AND ($2 IS NULL OR m.product_id = $2) AND ($3 IS NULL OR m.status = $3) \
-        AND ($4 IS NULL OR m.platform = $4) \
-        AND ($5 IS NULL OR LOWER(COALESCE(m.handle, '')) LIKE $5 ESCAPE '\\' \
-        OR LOWER(COALESCE(m.label, '')) LIKE $5 ESCAPE '\\' OR LOWER(COALESCE(m.wallet, '')) LIKE $5 ESCAPE '\\' \
-        OR COALESCE(CAST(m.telegram_user_id AS TEXT), '') LIKE $5 ESCAPE '\\' \
-        OR COALESCE(m.discord_user_id, '') LIKE $5 ESCAPE '\\' OR LOWER(m.id) LIKE $5 ESCAPE '\\' \
-        OR EXISTS (SELECT 1 FROM payments p WHERE p.membership_id = m.id AND p.merchant_id = m.merchant_id \
-          AND LOWER(p.id) LIKE $5 ESCAPE '\\'))";
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM memberships m WHERE {filters} ORDER BY m.created_at DESC, m.id LIMIT $6 OFFSET $7"
-    )))
-    .bind(merchant_id)
-    .bind(&filter.product_id)
-    .bind(&filter.status)
-    .bind(&filter.platform)
-    .bind(&filter.q)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM memberships m WHERE {filters}")))
-        .bind(merchant_id)
-        .bind(&filter.product_id)
-        .bind(&filter.status)
-        .bind(&filter.platform)
-        .bind(&filter.q)
-        .fetch_one(conn)
-        .await?;
-    Ok((rows, total))
+    let mut values = vec![merchant_id];
+    let mut filters = vec!["merchant_id = $1".to_owned()];
+    let given = [("product_id = ", &filter.product_id), ("status = ", &filter.status), ("platform = ", &filter.platform)];
+    for (test, value) in given {
+        if let Some(value) = value {
+            values.push(value);
+            filters.push(format!("{test}${}", values.len()));
+        }
+    }
+    if let Some(q) = &filter.q {
+        values.push(q);
+        filters.push(format!("{SEARCH_TEXT} LIKE ${} ESCAPE '\\'", values.len()));
+    }
+    let filters = filters.join(" AND ");
+    let n = values.len();
+    let sql = format!("SELECT {COLUMNS} FROM memberships WHERE {filters} ORDER BY created_at DESC, id LIMIT ${} OFFSET ${}", n + 1, n + 2);
+    let mut rows = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    for value in &values {
+        rows = rows.bind(*value);
+    }
+    let rows = rows.bind(limit).bind(offset).fetch_all(&mut *conn).await?;
+    let mut total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM memberships WHERE {filters}")));
+    for value in &values {
+        total = total.bind(*value);
+    }
+    Ok((rows, total.fetch_one(conn).await?))
 }
 
 /// How a buyer is looked up (exactly one selector).
@@ -341,39 +346,35 @@ pub async fn lookup(
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<MembershipRow>, i64), sqlx::Error> {
-    let (filter, text, number): (&str, String, Option<i64>) = match by {
-        // $3 (the numeric form) is bound by every selector so the statements keep one shape.
-        Lookup::Wallet(w) => ("$3 IS NULL AND m.wallet = $2", w.clone(), None),
-        Lookup::Identity(i) => (
-            "(m.discord_user_id = $2 OR ($3 IS NOT NULL AND m.telegram_user_id = $3) \
-             OR LOWER(LTRIM(COALESCE(m.handle, ''), '@')) = LOWER(LTRIM($2, '@')))",
-            i.clone(),
-            i.parse::<i64>().ok(),
-        ),
-        Lookup::TxSignature(t) => (
-            "$3 IS NULL AND m.id IN (SELECT p.membership_id FROM payments p WHERE p.merchant_id = $1 AND p.tx_signature = $2)",
-            t.clone(),
-            None,
-        ),
+    // Each selector is its own statement shape, so each plan reads its index (0014).
+    let (filter, text, number): (&str, &str, Option<i64>) = match by {
+        Lookup::Wallet(w) => ("wallet = $2", w, None),
+        Lookup::Identity(i) => match i.parse::<i64>() {
+            Ok(n) => (
+                "(discord_user_id = $2 OR telegram_user_id = $3 OR LOWER(LTRIM(COALESCE(handle, ''), '@')) = LOWER(LTRIM($2, '@')))",
+                i,
+                Some(n),
+            ),
+            Err(_) => ("(discord_user_id = $2 OR LOWER(LTRIM(COALESCE(handle, ''), '@')) = LOWER(LTRIM($2, '@')))", i, None),
+        },
+        Lookup::TxSignature(t) => ("id IN (SELECT p.membership_id FROM payments p WHERE p.merchant_id = $1 AND p.tx_signature = $2)", t, None),
     };
-    let filters = format!("m.merchant_id = $1 AND {filter}");
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM memberships m WHERE {filters} ORDER BY m.created_at DESC, m.id LIMIT $4 OFFSET $5"
+    let filters = format!("merchant_id = $1 AND {filter}");
+    let (limit_at, offset_at) = if number.is_some() { (4, 5) } else { (3, 4) };
+    let mut rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM memberships WHERE {filters} ORDER BY created_at DESC, id LIMIT ${limit_at} OFFSET ${offset_at}"
     )))
     .bind(merchant_id)
-    .bind(&text)
-    .bind(number)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM memberships m WHERE {filters}")))
+    .bind(text);
+    let mut total = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM memberships WHERE {filters}")))
         .bind(merchant_id)
-        .bind(&text)
-        .bind(number)
-        .fetch_one(conn)
-        .await?;
-    Ok((rows, total))
+        .bind(text);
+    if let Some(n) = number {
+        rows = rows.bind(n);
+        total = total.bind(n);
+    }
+    let rows = rows.bind(limit).bind(offset).fetch_all(&mut *conn).await?;
+    Ok((rows, total.fetch_one(conn).await?))
 }
 
 pub async fn update_notes(conn: &mut AnyConnection, m: &MembershipRow) -> Result<(), sqlx::Error> {

@@ -105,6 +105,10 @@ impl Db {
         let mut tries = 0;
         loop {
             match MIGRATOR.run(&self.pool).await {
+                Ok(()) if self.backend == Backend::Postgres => {
+                    self.postgres_search_index().await;
+                    return Ok(());
+                }
                 Ok(()) => return Ok(()),
                 Err(_) if tries < 5 && self.backend == Backend::Sqlite => {
                     tries += 1;
@@ -112,6 +116,25 @@ impl Db {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// The trigram index behind the ledger's substring search (`memberships::SEARCH_TEXT`),
+    /// PostgreSQL only, so not a migration: they are shared with SQLite. Without the right to
+    /// create `pg_trgm` the search still works, by scanning; the warning says so.
+    async fn postgres_search_index(&self) {
+        let sql = format!(
+            "SELECT pg_advisory_xact_lock(7243001); CREATE EXTENSION IF NOT EXISTS pg_trgm; \
+             CREATE INDEX IF NOT EXISTS memberships_search ON memberships USING gin (({}) gin_trgm_ops)",
+            memberships::SEARCH_TEXT
+        );
+        let created = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+            tx.commit().await
+        };
+        if let Err(e) = created.await {
+            tracing::warn!(error = %e, "no trigram index for the membership search (needs pg_trgm): searches scan");
         }
     }
 
