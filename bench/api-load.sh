@@ -66,16 +66,25 @@ HILT_KEY="$key" HILT_SEEDED=$seeded wrk -t2 -c4 -d"${seconds}s" --latency -s ben
 echo "== POST /v1/payments/{id}/confirm: wrk, 2 threads, 32 connections, ${seconds} s"
 HILT_ADMIN="$admin" HILT_PENDING=$pending WRK_THREADS=2 wrk -t2 -c32 -d"${seconds}s" --latency -s bench/wrk/confirm.lua "$base" \
   | grep -E "Latency|50%|90%|99%|Requests/sec|Non-2xx|requests in"
-psql -Atq "$DATABASE_URL" -c "SELECT 'confirmed by the run: ' || COUNT(*) FROM payments WHERE id LIKE 'pay_bench_%' AND status = 'confirmed'"
+psql -Atq "$DATABASE_URL" -c "SELECT 'confirmed by the run: ' || COUNT(*) FROM payments WHERE id LIKE 'pay_bench_%' AND status = 'confirmed'" \
+  -c "SELECT 'idempotency keys saved with their responses: ' || COUNT(*) FROM idempotency_keys WHERE response_status = 200"
 
-echo "== plans at this size"
-explain() { psql -Atq "$DATABASE_URL" -c "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) $1" | grep -vE "^\s*$"; }
-echo "-- ledger search q=buyer12345"
-curl -fsS -o /dev/null -w "GET /v1/memberships?q=buyer12345: %{http_code} in %{time_total} s\n" \
-  "$base/v1/memberships?q=buyer12345" -H "authorization: Bearer $key"
-curl -fsS -o /dev/null -w "GET /v1/memberships/lookup?tx_signature=tx-seed-777: %{http_code} in %{time_total} s\n" \
-  "$base/v1/memberships/lookup?tx_signature=tx-seed-777" -H "authorization: Bearer $key"
-curl -fsS -o /dev/null -w "GET /v1/memberships/lookup?identity=@buyer777: %{http_code} in %{time_total} s\n" \
-  "$base/v1/memberships/lookup?identity=@buyer777" -H "authorization: Bearer $key"
-curl -fsS -o /dev/null -w "GET /v1/memberships/lookup?wallet=w777: %{http_code} in %{time_total} s\n" \
-  "$base/v1/memberships/lookup?wallet=w777" -H "authorization: Bearer $key"
+echo "== the ledger and lookups at this size: time, and the plan the API's own statement got"
+# auto_explain logs the plan of every statement of the API's new sessions to the server log.
+log="$(ls /var/log/postgresql/postgresql-*-main.log | head -n1)"
+kill $api; wait $api 2>/dev/null || true
+psql -q "$DATABASE_URL" -c "ALTER DATABASE $db SET session_preload_libraries = 'auto_explain'" \
+  -c "ALTER DATABASE $db SET auto_explain.log_min_duration = 0" -c "ALTER DATABASE $db SET auto_explain.log_analyze = on"
+./target/release/hilt api >>"$dir/api.log" 2>&1 &
+api=$!
+for _ in $(seq 1 100); do curl -fs "$base/healthz" >/dev/null && break; sleep 0.1; done
+for query in "?q=buyer12345" "/lookup?wallet=w777" "/lookup?identity=@buyer777" "/lookup?identity=100000777" \
+  "/lookup?tx_signature=tx-seed-777"; do
+  from=$(wc -l <"$log")
+  curl -fsS -o /dev/null -w "GET /v1/memberships$query: %{http_code} in %{time_total} s\n" \
+    "$base/v1/memberships$query" -H "authorization: Bearer $key"
+  sleep 0.5
+  # The plans of the rows statement and its count (the merchant's memberships table only).
+  tail -n +"$((from + 1))" "$log" | grep -E "Scan|Execution Time|Limit|Aggregate|Sort" | grep -vE "merchants|pg_" | sed 's/^.*LOG: *//' | head -20
+done
+psql -q "$DATABASE_URL" -c "ALTER DATABASE $db RESET ALL"

@@ -341,4 +341,17 @@ backend_test!(idempotency_keeps_no_secret_in_plaintext_saves_only_what_happened_
     }
     let products = app.get("/v1/products", &api_key).await;
     assert_eq!(products.body["total"], 2, "fix-1 and twice-1 created one product each: {}", products.body);
+
+    // After 24 h a key is new again, even before retention prunes its row.
+    let scope = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!("Bearer {api_key}")));
+    sqlx::query("INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at, response_status, response_body) \
+                 VALUES ($1, 'old-1', 'another request', $2, 201, '{}')")
+        .bind(&scope)
+        .bind(hilt_shared::clock::now_ms() - 25 * 3600 * 1000)
+        .execute(app.db.pool())
+        .await
+        .expect("a day-old key");
+    let reused = app.raw(send("/v1/products", &api_key, "old-1", product.clone())).await;
+    assert_eq!(reused.status, StatusCode::CREATED, "not 409 'different request': {}", reused.body);
+    assert!(!reused.headers.contains_key("idempotent-replayed"));
 });

@@ -1,7 +1,8 @@
--- POST /v1/payments/{id}/confirm, each seeded pending payment (pay_bench_<n>) once: thread t of
--- T takes n = t, t + T, t + 2T, … Env: HILT_ADMIN (admin token), HILT_PENDING (how many).
+-- POST /v1/payments/{id}/confirm with an Idempotency-Key, as a payment processor sends it, each
+-- seeded pending payment (pay_bench_<n>) once: thread t of T takes n = t, t + T, t + 2T, …
+-- Env: HILT_ADMIN (admin token), HILT_PENDING (how many), WRK_THREADS (T).
 local admin, pending = os.getenv("HILT_ADMIN"), tonumber(os.getenv("HILT_PENDING"))
-local threads, counter = 0, 0
+local threads = 0
 
 function setup(thread)
   thread:set("index", threads)
@@ -11,8 +12,6 @@ end
 
 function init()
   wrk.method = "POST"
-  wrk.headers["authorization"] = "Bearer " .. admin
-  wrk.headers["content-type"] = "application/json"
 end
 
 function request()
@@ -20,7 +19,10 @@ function request()
   step = step + 1
   if n >= pending then n = n % pending end
   local id = string.format("pay_bench_%015d", n)
-  return wrk.format(nil, "/v1/payments/" .. id .. "/confirm", nil, '{"tx_signature":"tx-bench-' .. n .. '"}')
+  -- wrk.format takes these headers instead of wrk.headers (but Host), so they carry them all.
+  local headers = { ["authorization"] = "Bearer " .. admin, ["content-type"] = "application/json",
+    ["idempotency-key"] = "confirm-" .. id }
+  return wrk.format(nil, "/v1/payments/" .. id .. "/confirm", headers, '{"tx_signature":"tx-bench-' .. n .. '"}')
 end
 
 function threads_total()

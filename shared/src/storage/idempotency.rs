@@ -36,25 +36,19 @@ pub async fn claim(
             return Ok(Claim::InFlight);
         }
     }
-    // A committed claim always has its response; one without is left from before claims shared
-    // their request's transaction, and belongs to no running request.
-    sqlx::query(
-        "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 \
-         AND (created_at < $3 OR response_status IS NULL)",
-    )
-        .bind(scope)
-        .bind(key)
-        .bind(now - ttl_ms)
-        .execute(&mut *conn)
-        .await?;
+    // Insert, or take over a row whose 24 h are up (retention prunes them later) or that has no
+    // response, which only a claim from before claims shared their request's transaction left.
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (scope, idem_key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (scope, idem_key) DO NOTHING",
+         ON CONFLICT (scope, idem_key) DO UPDATE SET request_hash = excluded.request_hash, \
+         created_at = excluded.created_at, response_status = NULL, response_body = NULL \
+         WHERE idempotency_keys.created_at < $5 OR idempotency_keys.response_status IS NULL",
     )
     .bind(scope)
     .bind(key)
     .bind(request_hash)
     .bind(now)
+    .bind(now - ttl_ms)
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 1 {
