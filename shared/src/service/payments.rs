@@ -212,7 +212,18 @@ pub async fn confirm(
     let issue = ReceiptIssue { merchant_name: &merchant.name, product: &product, payment: &payment, membership_id: &membership.id, receipt_id: &receipt_id };
     issue_receipt(&mut *tx, signer, issue, tx_signature, now).await?;
 
-    let confirmed = payments::get(&mut *tx, None, id).await?.ok_or(ServiceError::NotFound)?;
+    // The payment as this transaction left it (no second read).
+    let confirmed = PaymentWithDelivery {
+        payment: PaymentRow {
+            status: PaymentStatus::Confirmed.as_str().to_owned(),
+            tx_signature: Some(tx_signature.to_owned()),
+            membership_id: Some(membership.id.clone()),
+            receipt_id: Some(receipt_id.clone()),
+            confirmed_at: Some(now),
+            ..payment.clone()
+        },
+        delivery_status: Some(membership.delivery_status.clone()),
+    };
     record_event(&mut *tx, &confirmed.payment.merchant_id, "payment.confirmed", Some(&membership.id), Some(&payment.id),
         serde_json::to_value(PaymentView::from(&confirmed)).unwrap_or_default(), now).await?;
     let job = DeliveryJob { membership_id: membership.id.clone(), payment_id: Some(payment.id.clone()), trigger: Trigger::Automatic };
