@@ -27,6 +27,7 @@ use crate::routes::{admin, health, memberships, ops, payments, products, receipt
         memberships::delivery_support_ticket, memberships::delivery_diagnostics,
         memberships::list_memberships, memberships::lookup_memberships, memberships::update_notes,
         memberships::update_profile, memberships::gift_membership, memberships::renewal_intelligence,
+        memberships::cancel_membership, memberships::resume_membership, memberships::update_subscription,
         receipts::list_receipts, receipts::get_receipt, receipts::update_invoice_metadata, receipts::get_receipt_pdf,
         receipts::send_proof,
         receipts::get_public_receipt, receipts::verify_receipt, receipts::receipt_keys,

@@ -259,12 +259,16 @@ backend_test!(renewal_intelligence_counts_expiring_grace_churn_and_renewals, |ap
     let run = hilt_worker::renewal::tick(&r.ctx).await.expect("tick").expect("lease");
     assert_eq!(run.expired, 1, "{run:?}");
     r.paid(&monthly, json!({"telegram_user_id": 8003})).await;
+    assert_eq!(cancel(&r, &a, true).await.status, StatusCode::OK);
+    let past_due = r.app.patch(&format!("/v1/memberships/{d}/subscription"), common::ADMIN, json!({"collection_state": "past_due"})).await;
+    assert_eq!(past_due.status, StatusCode::OK, "{}", past_due.body);
     let g = r.app.post(&format!("/v1/memberships/{b}/gift"), &r.key, json!({"days": 1, "reason": "Loyalty"})).await;
     assert_eq!(g.status, StatusCode::OK, "{}", g.body);
 
     let all = r.app.get("/v1/memberships/renewal-intelligence", &r.key).await;
     assert_eq!(all.status, StatusCode::OK, "{}", all.body);
-    assert_eq!(all.body["summary"], json!({"active": 3, "expiring_7d": 1, "expiring_30d": 2, "in_grace": 1, "expired_30d": 1, "renewed_30d": 1}));
+    assert_eq!(all.body["summary"], json!({"active": 3, "expiring_7d": 1, "expiring_30d": 2, "in_grace": 1,
+        "cancelling": 1, "past_due": 1, "expired_30d": 1, "renewed_30d": 1}));
     assert_eq!(all.body["within_days"], 30);
     let expiring: Vec<&str> = all.body["expiring_memberships"].as_array().expect("list").iter()
         .map(|m| m["membership_id"].as_str().expect("id")).collect();
@@ -273,20 +277,24 @@ backend_test!(renewal_intelligence_counts_expiring_grace_churn_and_renewals, |ap
     assert_eq!(first["status"], "grace");
     assert_eq!(first["days_left"], -1);
     assert_eq!(first["cancel_at_period_end"], false);
-    assert_eq!(first["collection_state"], "paid");
+    assert_eq!(first["collection_state"], "past_due");
     assert!(first["paid_through"].is_string() && first["access_ends_at"].is_string());
-    assert_eq!(all.body["expiring_memberships"][1]["identity"]["telegram_user_id"], 8001);
+    let cancelling = &all.body["expiring_memberships"][1];
+    assert_eq!(cancelling["identity"]["telegram_user_id"], 8001);
+    assert_eq!(cancelling["cancel_at_period_end"], true);
+    assert_eq!(cancelling["access_ends_at"], cancelling["paid_through"], "no grace after a scheduled cancellation");
 
     let reports = all.body["product_reports"].as_array().expect("reports");
     let report = |id: &str| reports.iter().find(|p| p["product_id"] == id).cloned().expect("report");
     let m = report(&monthly);
     assert_eq!((m["active"].as_i64(), m["expiring"].as_i64(), m["in_grace"].as_i64()), (Some(3), Some(2), Some(1)));
+    assert_eq!((m["cancelling"].as_i64(), m["past_due"].as_i64()), (Some(1), Some(1)));
     assert_eq!((m["churned"].as_i64(), m["renewed"].as_i64(), m["gifted"].as_i64()), (Some(0), Some(1), Some(1)));
     let s = report(&short);
     assert_eq!((s["active"].as_i64(), s["churned"].as_i64()), (Some(0), Some(1)));
 
     let kinds: Vec<&str> = all.body["recent_events"].as_array().expect("events").iter().map(|e| e["type"].as_str().expect("type")).collect();
-    for kind in ["membership.grace", "membership.expired", "membership.renewed", "membership.gifted"] {
+    for kind in ["membership.grace", "membership.expired", "membership.renewed", "membership.gifted", "membership.cancellation_scheduled"] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
     assert_eq!(kinds[0], "membership.gifted", "newest first");
@@ -307,7 +315,8 @@ backend_test!(renewal_intelligence_counts_expiring_grace_churn_and_renewals, |ap
     }
     let stranger = r.app.merchant().await;
     let theirs = r.app.get("/v1/memberships/renewal-intelligence", &stranger).await;
-    assert_eq!(theirs.body["summary"], json!({"active": 0, "expiring_7d": 0, "expiring_30d": 0, "in_grace": 0, "expired_30d": 0, "renewed_30d": 0}));
+    assert_eq!(theirs.body["summary"], json!({"active": 0, "expiring_7d": 0, "expiring_30d": 0, "in_grace": 0,
+        "cancelling": 0, "past_due": 0, "expired_30d": 0, "renewed_30d": 0}));
     assert_eq!(theirs.body["recent_events"], json!([]));
     assert_eq!(theirs.body["product_reports"], json!([]));
 });
@@ -343,4 +352,163 @@ backend_test!(an_invite_link_never_outlives_the_access_it_granted, |app| {
         assert!(delivery["invite_link_revoked_at"].is_string(), "the link is on record as revoked: {delivery}");
     }
     r.stop_workers().await;
+});
+
+// ── Cancellation, collection state and the buyer's next step (docs/RENEWALS.md) ───────────────
+
+async fn cancel(r: &Rescue, membership: &str, at_period_end: bool) -> common::Response {
+    r.app.post(&format!("/v1/memberships/{membership}/cancel"), &r.key, json!({"at_period_end": at_period_end, "reason": "Moving on"})).await
+}
+
+async fn tick(r: &Rescue) -> hilt_worker::renewal::RenewalRun {
+    hilt_worker::renewal::tick(&r.ctx).await.expect("tick").expect("lease")
+}
+
+backend_test!(a_membership_cancelled_at_period_end_keeps_access_until_then_and_ends_without_grace, |app| {
+    let mut r = Rescue::start(with_renewals(app, "100ms", "1s")).await;
+    r.tg.add_user(7601);
+    r.tg.add_member(CHAT, 7601, "member");
+    r.start_worker();
+    let product = short_telegram_product(&r, "2s", "1h").await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 7601})).await;
+    r.wait_for_status(&membership, "delivered").await;
+
+    let c = cancel(&r, &membership, true).await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.body);
+    assert_eq!(c.body["status"], "active");
+    assert_eq!(c.body["subscription"]["cancel_at_period_end"], true);
+    assert_eq!(c.body["subscription"]["next_payment_due_at"], Value::Null, "nothing is due any more");
+    assert_error(&cancel(&r, &membership, true).await, StatusCode::CONFLICT, "conflict");
+
+    // Before the period ends (the run goes every 100 ms): access stays, and the reminder due
+    // 1 s before the end is not sent.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    assert_eq!(r.membership(&membership).await["status"], "active");
+    assert_eq!(r.tg.member_status(CHAT, 7601).as_deref(), Some("member"), "not removed before the period ends");
+    assert!(reminder_dms(&r, 7601).is_empty(), "no reminder for a cancelled renewal");
+
+    // At period end: expired at once (a 1 h grace period does not apply) and removed.
+    let m = r.wait_for(&membership, "revoked", |m| m["delivery_status"] == "revoked").await;
+    assert_eq!(m["status"], "expired");
+    assert_eq!(m["subscription"]["next_step"], "renew_after_cancel");
+    assert_eq!(m["subscription"]["collection_state"], "paid", "nothing was owed");
+    assert_eq!(r.tg.member_status(CHAT, 7601).as_deref(), Some("left"));
+    assert!(!r.tg.is_banned(CHAT, 7601), "removed, not banned: the buyer can come back");
+    assert_eq!(event_count(&r, &membership, "membership.cancellation_scheduled").await, 1);
+    assert_eq!(event_count(&r, &membership, "membership.grace").await, 0);
+    assert_eq!(event_count(&r, &membership, "membership.expired").await, 1);
+    r.stop_workers().await;
+});
+
+backend_test!(a_resumed_membership_keeps_its_access_past_the_period_end, |app| {
+    let r = Rescue::start(with_renewals(app, "1h", "")).await;
+    r.tg.add_user(7701);
+    let product = short_telegram_product(&r, "1s", "1h").await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 7701})).await;
+    assert_eq!(cancel(&r, &membership, true).await.status, StatusCode::OK);
+
+    let resumed = r.app.post(&format!("/v1/memberships/{membership}/resume"), &r.key, json!({})).await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.body);
+    assert_eq!(resumed.body["subscription"]["cancel_at_period_end"], false);
+    assert_eq!(resumed.body["subscription"]["next_payment_due_at"], resumed.body["current_period_end"]);
+    assert_eq!(event_count(&r, &membership, "membership.resumed").await, 1);
+    let again = r.app.post(&format!("/v1/memberships/{membership}/resume"), &r.key, json!({})).await;
+    assert_error(&again, StatusCode::CONFLICT, "conflict");
+
+    // The period ends as for any renewal not yet paid: grace, with access.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(tick(&r).await.entered_grace, 1);
+    let m = r.membership(&membership).await;
+    assert_eq!(m["status"], "grace");
+    assert_eq!(m["subscription"]["collection_state"], "past_due");
+    assert_eq!(m["subscription"]["next_step"], "pay_renewal");
+    // Once the period is over there is nothing to cancel at its end, nor to resume.
+    assert_error(&cancel(&r, &membership, true).await, StatusCode::CONFLICT, "conflict");
+    let late = r.app.post(&format!("/v1/memberships/{membership}/resume"), &r.key, json!({})).await;
+    assert_error(&late, StatusCode::CONFLICT, "conflict");
+});
+
+backend_test!(cancelling_now_removes_access_at_once_and_a_renewal_starts_it_again, |app| {
+    let mut r = Rescue::start(with_renewals(app, "1h", "")).await;
+    r.tg.add_user(7801);
+    r.tg.add_member(CHAT, 7801, "member");
+    r.start_worker();
+    let product = short_telegram_product(&r, "1h", "1h").await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 7801})).await;
+    r.wait_for_status(&membership, "delivered").await;
+
+    let c = cancel(&r, &membership, false).await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.body);
+    assert_eq!(c.body["status"], "cancelled");
+    assert_eq!(c.body["subscription"]["next_step"], "renew_after_cancel");
+    let m = r.wait_for(&membership, "revoked", |m| m["delivery_status"] == "revoked").await;
+    assert_eq!(m["status"], "cancelled");
+    assert_eq!(r.tg.member_status(CHAT, 7801).as_deref(), Some("left"), "removed at once, an hour before the period ends");
+    assert!(!r.tg.is_banned(CHAT, 7801));
+    assert_eq!(event_count(&r, &membership, "membership.cancelled").await, 1);
+    assert_error(&cancel(&r, &membership, false).await, StatusCode::CONFLICT, "conflict");
+
+    let (_, same) = r.paid(&product, json!({"telegram_user_id": 7801})).await;
+    assert_eq!(same, membership, "a renewal payment starts the same membership again");
+    let m = r.wait_for_status(&membership, "delivered").await;
+    assert_eq!(m["status"], "active");
+    assert_eq!(m["subscription"]["cancel_at_period_end"], false);
+    assert_eq!(m["subscription"]["next_step"], "none");
+    r.stop_workers().await;
+});
+
+backend_test!(a_past_due_member_keeps_access_through_grace_then_is_unpaid_and_removed, |app| {
+    let mut r = Rescue::start(with_renewals(app, "100ms", "")).await;
+    r.tg.add_user(7901);
+    r.tg.add_member(CHAT, 7901, "member");
+    r.start_worker();
+    let product = short_telegram_product(&r, "1s", "2s").await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 7901})).await;
+    r.wait_for_status(&membership, "delivered").await;
+
+    let m = r.wait_for(&membership, "grace", |m| m["status"] == "grace").await;
+    assert_eq!((m["status"].as_str(), m["subscription"]["collection_state"].as_str()), (Some("grace"), Some("past_due")));
+    assert_eq!(m["subscription"]["next_step"], "pay_renewal");
+    assert_eq!(m["subscription"]["next_payment_due_at"], m["current_period_end"], "overdue since the period end");
+    assert_eq!(r.tg.member_status(CHAT, 7901).as_deref(), Some("member"), "access kept through grace");
+
+    let m = r.wait_for(&membership, "revoked", |m| m["delivery_status"] == "revoked").await;
+    assert_eq!((m["status"].as_str(), m["subscription"]["collection_state"].as_str()), (Some("expired"), Some("unpaid")));
+    assert_eq!(r.tg.member_status(CHAT, 7901).as_deref(), Some("left"));
+    assert_eq!(event_count(&r, &membership, "subscription.past_due").await, 1);
+    assert_eq!(event_count(&r, &membership, "subscription.unpaid").await, 1);
+
+    // The processor's word sets the state (admin token only); a renewal payment makes it paid.
+    let path = format!("/v1/memberships/{membership}/subscription");
+    assert_error(&r.app.patch(&path, &r.key, json!({"collection_state": "paid"})).await, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_error(&r.app.patch(&path, common::ADMIN, json!({"collection_state": "late"})).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let set = r.app.patch(&path, common::ADMIN, json!({"collection_state": "past_due"})).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    assert_eq!(set.body["subscription"]["collection_state"], "past_due");
+    assert_eq!(event_count(&r, &membership, "subscription.past_due").await, 2);
+    r.paid(&product, json!({"telegram_user_id": 7901})).await;
+    let m = r.wait_for_status(&membership, "delivered").await;
+    assert_eq!((m["status"].as_str(), m["subscription"]["collection_state"].as_str()), (Some("active"), Some("paid")));
+    r.stop_workers().await;
+});
+
+backend_test!(reminders_carry_the_products_renewal_link, |app| {
+    let r = Rescue::start(with_renewals(app, "1h", "1s")).await;
+    r.tg.add_user(8001);
+    let product = r.product(json!({"name": "Daily VIP", "platform": "telegram", "telegram_chat_id": CHAT,
+        "price": {"amount": "1", "currency": "USDC"}, "recurring": true, "period": "2s",
+        "renewal_url": "https://shop.example/renew?m={membership_id}&p={product_id}"})).await;
+    assert_eq!(r.app.get(&format!("/v1/products/{product}"), &r.key).await.body["renewal_url"],
+        "https://shop.example/renew?m={membership_id}&p={product_id}");
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 8001})).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(tick(&r).await.reminders_sent, 1);
+    let dms = reminder_dms(&r, 8001);
+    assert_eq!(dms.len(), 1, "{dms:?}");
+    assert!(dms[0].contains(&format!("https://shop.example/renew?m={membership}&p={product}")), "{}", dms[0]);
+    assert_eq!(tick(&r).await.reminders_sent, 0, "sent once");
+
+    let bad = r.app.patch(&format!("/v1/products/{product}"), &r.key, json!({"renewal_url": "shop.example/renew"})).await;
+    assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(bad.body["error"]["param"], "renewal_url");
 });

@@ -155,6 +155,7 @@ async fn confirm_payments(db: &Db, dir: &std::path::Path, n: usize) -> anyhow::R
         discord_guild_id: None,
         discord_role_id: None,
         fallback_invite_url: Some("https://t.me/+bench".into()),
+        renewal_url: None,
         price: PriceInput { amount: "1".into(), currency: "USD".into() },
         recurring: false,
         period: None,

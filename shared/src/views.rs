@@ -33,6 +33,9 @@ pub struct ProductView {
     pub discord_guild_id: Option<String>,
     pub discord_role_id: Option<String>,
     pub fallback_invite_url: Option<String>,
+    /// The merchant's renewal checkout page; `{membership_id}` and `{product_id}` are filled in
+    /// for each buyer (renewal reminders carry it).
+    pub renewal_url: Option<String>,
     pub price: Price,
     pub recurring: bool,
     /// Duration such as `30d`; null is lifetime access.
@@ -52,6 +55,7 @@ impl From<&ProductRow> for ProductView {
             discord_guild_id: p.discord_guild_id.clone(),
             discord_role_id: p.discord_role_id.clone(),
             fallback_invite_url: p.fallback_invite_url.clone(),
+            renewal_url: p.renewal_url.clone(),
             price: Price { amount: p.price_amount.clone(), currency: p.price_currency.clone() },
             recurring: p.recurring != 0,
             period: p.period_ms.map(|ms| Period::from_millis(ms).to_string()),
@@ -146,10 +150,49 @@ pub struct DeliveryView {
     pub delivered_at: Option<String>,
 }
 
+/// The recurring side of a membership (SPEC §4, docs/RENEWALS.md).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SubscriptionView {
+    /// Access ends at `current_period_end` without grace or reminders
+    /// (`POST /v1/memberships/{id}/cancel` with `at_period_end`; undone by `…/resume`).
     pub cancel_at_period_end: bool,
-    pub collection_state: String,
+    /// `paid`, `past_due` (the period ended unpaid; access kept through grace) or `unpaid`.
+    pub collection_state: crate::domain::CollectionState,
+    /// When the next payment keeps access going: the period end of a membership that has access
+    /// and is not cancelled; null otherwise (lifetime access included).
+    pub next_payment_due_at: Option<String>,
+    /// What the buyer should do: `none`, `pay_renewal` (past due, in grace or expired),
+    /// `renew_after_cancel` (cancelled, or ended by a scheduled cancellation) or
+    /// `contact_support` (delivery is in manual review).
+    pub next_step: crate::domain::NextStep,
+}
+
+impl SubscriptionView {
+    pub fn of(m: &MembershipRow) -> Self {
+        use crate::domain::{CollectionState, DeliveryStatus, MembershipStatus, NextStep};
+        let status = MembershipStatus::parse(&m.status);
+        let cancelled = status == Some(MembershipStatus::Cancelled)
+            || (status == Some(MembershipStatus::Expired) && m.cancel_at_period_end != 0);
+        let collection_state = CollectionState::parse(&m.collection_state).unwrap_or(CollectionState::Paid);
+        let has_access = matches!(status, Some(MembershipStatus::Active | MembershipStatus::Grace));
+        let next_step = if m.current_period_end.is_none() && !cancelled {
+            NextStep::None
+        } else if cancelled {
+            NextStep::RenewAfterCancel
+        } else if collection_state != CollectionState::Paid || !matches!(status, Some(MembershipStatus::Active)) {
+            NextStep::PayRenewal
+        } else if m.delivery_status == DeliveryStatus::ManualReview.as_str() {
+            NextStep::ContactSupport
+        } else {
+            NextStep::None
+        };
+        Self {
+            cancel_at_period_end: m.cancel_at_period_end != 0,
+            collection_state,
+            next_payment_due_at: m.current_period_end.filter(|_| has_access && m.cancel_at_period_end == 0).map(rfc3339),
+            next_step,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -207,10 +250,7 @@ impl From<&MembershipRow> for MembershipView {
                 delivered_at: rfc3339_opt(m.delivered_at),
             },
             support_ticket_id: m.support_ticket_id.clone(),
-            subscription: SubscriptionView {
-                cancel_at_period_end: m.cancel_at_period_end != 0,
-                collection_state: m.collection_state.clone(),
-            },
+            subscription: SubscriptionView::of(m),
             created_at: rfc3339(m.created_at),
             updated_at: rfc3339(m.updated_at),
         }

@@ -1,12 +1,16 @@
 //! The renewal run (SPEC §8), every `HILT_RENEWAL_INTERVAL`, one run at a time across all
 //! workers (the `renewal` lease):
 //!
-//! 1. `active` memberships whose paid period ended enter `grace` (`membership.grace`);
-//! 2. `grace` memberships past the product's grace period expire (`membership.expired`) and a
-//!    `revoke` job is written in the same transaction;
-//! 3. reminders go out before period end at the `HILT_RENEWAL_REMINDERS` offsets, each at most
-//!    once per (membership, period end, offset): the `renewal_reminders` row is claimed and
-//!    committed before the message is sent.
+//! 1. `active` memberships whose paid period ended enter `grace` (`membership.grace`) and a
+//!    recurring one becomes `past_due` (`subscription.past_due`); one whose cancellation was
+//!    scheduled expires at once instead, without grace;
+//! 2. `grace` memberships past the product's grace period expire (`membership.expired`; a
+//!    recurring one becomes `unpaid`, `subscription.unpaid`) and a `revoke` job is written in
+//!    the same transaction;
+//! 3. reminders go out before period end at the `HILT_RENEWAL_REMINDERS` offsets, with the
+//!    product's renewal link, each at most once per (membership, period end, offset): the
+//!    `renewal_reminders` row is claimed and committed before the message is sent. A membership
+//!    whose cancellation is scheduled gets none.
 //!
 //! Every transition is a conditional update (`WHERE status = …`), so a renewal confirmed at the
 //! same moment wins and two overlapping runs cannot transition a membership twice; the lease
@@ -19,7 +23,8 @@ use hilt_shared::{
     domain::{MembershipStatus, Period},
     providers::{ErrorClass, ProviderError},
     queue::{self, Queue, RevokeJob},
-    service::payments::record_event,
+    domain::CollectionState,
+    service::{memberships::set_collection_state, payments::record_event},
     storage::{
         jobs, leases,
         memberships::{self, MembershipRow},
@@ -94,10 +99,24 @@ impl ProductCache {
 async fn enter_grace(ctx: &JobContext, products: &mut ProductCache, run: &mut RenewalRun) -> anyhow::Result<()> {
     let now = now_ms();
     for m in memberships::period_ended(&mut *ctx.db.conn().await?, now, BATCH).await? {
-        let grace_ms = products.get(ctx, &m).await?.map_or(0, |p| p.grace_period_ms);
+        let product = products.get(ctx, &m).await?;
+        let grace_ms = product.as_ref().map_or(0, |p| p.grace_period_ms);
         let mut tx = ctx.db.begin().await?;
+        if m.cancel_at_period_end != 0 {
+            // A scheduled cancellation: access ends at period end, no grace.
+            if memberships::move_status(&mut tx, &m.id, MembershipStatus::Active.as_str(), MembershipStatus::Expired.as_str(), now, now).await? {
+                end_access(&mut tx, &m, "cancelled at period end", now).await?;
+                run.expired += 1;
+                tracing::info!(membership.id = %m.id, "membership ended by its scheduled cancellation; access removal queued");
+            }
+            tx.commit().await?;
+            continue;
+        }
         let moved = memberships::move_status(&mut tx, &m.id, MembershipStatus::Active.as_str(), MembershipStatus::Grace.as_str(), now, now).await?;
         if moved {
+            if product.as_ref().is_some_and(|p| p.recurring != 0) {
+                set_collection_state(&mut tx, &m, CollectionState::PastDue, now).await?;
+            }
             let end = m.current_period_end.unwrap_or(now);
             let data = serde_json::json!({
                 "membership_id": m.id,
@@ -122,21 +141,31 @@ async fn expire(ctx: &JobContext, products: &mut ProductCache, run: &mut Renewal
         let ended_before = now - product.grace_period_ms;
         let moved = memberships::move_status(&mut tx, &m.id, MembershipStatus::Grace.as_str(), MembershipStatus::Expired.as_str(), ended_before, now).await?;
         if moved {
-            let data = serde_json::json!({
-                "membership_id": m.id,
-                "product_id": m.product_id,
-                "current_period_end": m.current_period_end.map(rfc3339),
-                "delivery_status": m.delivery_status,
-            });
-            record_event(&mut tx, &m.merchant_id, "membership.expired", Some(&m.id), None, data, now).await?;
-            if !jobs::has_live(&mut tx, &m.id, Queue::Revoke.as_str()).await? {
-                let job = RevokeJob { membership_id: m.id.clone(), period_end: m.current_period_end };
-                queue::enqueue_revoke(&mut tx, &m.merchant_id, &job, now).await?;
+            if product.recurring != 0 {
+                set_collection_state(&mut tx, &m, CollectionState::Unpaid, now).await?;
             }
+            end_access(&mut tx, &m, "grace ended", now).await?;
             run.expired += 1;
             tracing::info!(membership.id = %m.id, "membership expired; access removal queued");
         }
         tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// `membership.expired` and the `revoke` job that removes access, in the caller's transaction.
+async fn end_access(tx: &mut sqlx::AnyConnection, m: &MembershipRow, reason: &str, now: Millis) -> anyhow::Result<()> {
+    let data = serde_json::json!({
+        "membership_id": m.id,
+        "product_id": m.product_id,
+        "current_period_end": m.current_period_end.map(rfc3339),
+        "delivery_status": m.delivery_status,
+        "reason": reason,
+    });
+    record_event(&mut *tx, &m.merchant_id, "membership.expired", Some(&m.id), None, data, now).await?;
+    if !jobs::has_live(&mut *tx, &m.id, Queue::Revoke.as_str()).await? {
+        let job = RevokeJob { membership_id: m.id.clone(), period_end: m.current_period_end };
+        queue::enqueue_revoke(&mut *tx, &m.merchant_id, &job, now).await?;
     }
     Ok(())
 }
@@ -172,6 +201,9 @@ async fn send_reminders(ctx: &JobContext, products: &mut ProductCache, run: &mut
     let now = now_ms();
     for m in memberships::ending_within(&mut *ctx.db.conn().await?, now, horizon, BATCH).await? {
         let Some(period_end) = m.current_period_end else { continue };
+        if m.cancel_at_period_end != 0 {
+            continue;
+        }
         let Some(product) = products.get(ctx, &m).await? else { continue };
         let due = due_offsets(offsets, period_end, product.period_ms, now);
         if due.is_empty() {
@@ -215,7 +247,7 @@ async fn send_reminders(ctx: &JobContext, products: &mut ProductCache, run: &mut
         tx.commit().await?;
         let Some(offset) = claimed else { continue };
 
-        let text = reminder_text(&product.name, period_end, now);
+        let text = reminder_text(&product.name, period_end, now, products::renewal_link(&product, &m.id).as_deref());
         let message_id = format!("reminder-{}-{period_end}-{offset}", m.id);
         let (channel, result) = deliver_reminder(ctx, &m, &text, &message_id).await;
         let mut done = row(offset, "sent", channel);
@@ -261,12 +293,13 @@ async fn deliver_reminder(ctx: &JobContext, m: &MembershipRow, text: &str, messa
     }
 }
 
-fn reminder_text(product: &str, period_end: Millis, now: Millis) -> String {
+fn reminder_text(product: &str, period_end: Millis, now: Millis, renewal_link: Option<&str>) -> String {
     let when = chrono::DateTime::from_timestamp_millis(period_end)
         .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_else(|| rfc3339(period_end));
+    let renew = renewal_link.map(|link| format!(" Renew here: {link}")).unwrap_or_default();
     format!(
-        "Your access to {product} ends on {when} (in {}). Renew before then to keep your access.",
+        "Your access to {product} ends on {when} (in {}). Renew before then to keep your access.{renew}",
         human(Duration::from_millis(u64::try_from(period_end - now).unwrap_or(0)))
     )
 }

@@ -199,3 +199,44 @@ pub async fn renewal_intelligence(
     let filter = hilt_shared::service::renewals::IntelligenceQuery { product_id: get("product_id"), within_days: get("within_days") };
     Ok(Json(hilt_shared::service::renewals::intelligence(&state.db, &merchant.id, filter).await?))
 }
+
+/// Cancel: at period end (access stays until `current_period_end`, then ends without grace or
+/// reminders; `…/resume` undoes it) or now (`cancelled` and access removed at once). 409 when
+/// the membership's state forbids it (see the message).
+#[utoipa::path(post, path = "/v1/memberships/{id}/cancel", tag = "memberships", params(("id" = String, Path)),
+    request_body = hilt_shared::service::memberships::Cancel,
+    responses((status = 200, body = MembershipView), (status = 404), (status = 409), (status = 422)), security(("api_key" = [])))]
+pub async fn cancel_membership(
+    merchant: Merchant,
+    Path(id): Path<String>,
+    mut tx: RequestTx,
+    crate::extract::ApiJson(input): crate::extract::ApiJson<hilt_shared::service::memberships::Cancel>,
+) -> Result<Response, ApiError> {
+    let m = hilt_shared::service::memberships::cancel(&mut tx, &merchant.id, &id, input).await?;
+    tx.commit(StatusCode::OK, &MembershipView::from(&m)).await
+}
+
+/// Undo a cancellation scheduled at period end, before the period ends (409 after, or when
+/// none is scheduled).
+#[utoipa::path(post, path = "/v1/memberships/{id}/resume", tag = "memberships", params(("id" = String, Path)),
+    responses((status = 200, body = MembershipView), (status = 404), (status = 409)), security(("api_key" = [])))]
+pub async fn resume_membership(merchant: Merchant, Path(id): Path<String>, mut tx: RequestTx) -> Result<Response, ApiError> {
+    let m = hilt_shared::service::memberships::resume(&mut tx, &merchant.id, &id).await?;
+    tx.commit(StatusCode::OK, &MembershipView::from(&m)).await
+}
+
+/// The payment processor's word on a renewal: `collection_state` `paid`, `past_due` or
+/// `unpaid` (event `subscription.<state>` when it changes). Access follows the period and the
+/// grace period, not this field.
+#[utoipa::path(patch, path = "/v1/memberships/{id}/subscription", tag = "platform", params(("id" = String, Path)),
+    request_body = hilt_shared::service::memberships::UpdateSubscription,
+    responses((status = 200, body = MembershipView), (status = 404), (status = 422)), security(("admin_token" = [])))]
+pub async fn update_subscription(
+    _: crate::extract::Admin,
+    Path(id): Path<String>,
+    mut tx: RequestTx,
+    crate::extract::ApiJson(input): crate::extract::ApiJson<hilt_shared::service::memberships::UpdateSubscription>,
+) -> Result<Response, ApiError> {
+    let m = hilt_shared::service::memberships::update_subscription(&mut tx, &id, input).await?;
+    tx.commit(StatusCode::OK, &MembershipView::from(&m)).await
+}

@@ -41,6 +41,16 @@ string_enum!(DeliveryStatus {
     ManualReview => "manual_review",
     Revoked => "revoked",
 });
+// Whether the renewal of a subscription is paid: set by the payment processor
+// (`PATCH /v1/memberships/{id}/subscription`) and by time (grace → past_due, expired → unpaid).
+string_enum!(CollectionState { Paid => "paid", PastDue => "past_due", Unpaid => "unpaid" });
+// What the buyer should do next, shown on the membership (`subscription.next_step`).
+string_enum!(NextStep {
+    None => "none",
+    PayRenewal => "pay_renewal",
+    RenewAfterCancel => "renew_after_cancel",
+    ContactSupport => "contact_support",
+});
 string_enum!(TicketStatus { Open => "open", Pending => "pending", Resolved => "resolved" });
 string_enum!(TicketKind { General => "general", Delivery => "delivery" });
 string_enum!(TicketPriority { Low => "low", Normal => "normal", High => "high", Urgent => "urgent" });

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::{ServiceError, invalid, optional_text, payments::record_event};
 use crate::{
     clock::{now_ms, rfc3339},
-    domain::{DeliveryStatus, MembershipStatus, Platform},
+    domain::{CollectionState, DeliveryStatus, MembershipStatus, Platform},
     queue::{self, DeliveryJob, Trigger},
     storage::{
         Db, jobs, like_pattern,
@@ -200,4 +200,103 @@ pub async fn gift(tx: &mut AnyConnection, merchant_id: &str, id: &str, input: Gi
     });
     record_event(&mut *tx, merchant_id, "membership.gifted", Some(&m.id), None, data, now).await?;
     Ok(m)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cancel {
+    /// true: access stays until `current_period_end`, then ends without grace or reminders
+    /// (undo with `…/resume`); false: access ends now.
+    pub at_period_end: bool,
+    /// Why (kept on the event); 1 to 500 characters.
+    #[schema(schema_with = super::schema::required_text_500)]
+    pub reason: String,
+}
+
+/// Cancels a membership. At period end: 409 for lifetime access, or unless it is `active` with
+/// its period end ahead (event `membership.cancellation_scheduled`). Now: `cancelled` at once
+/// and a `revoke` job removes access (Telegram: removed without a permanent ban; Discord: role
+/// removed); 409 unless it is `active` or `grace` (event `membership.cancelled`).
+pub async fn cancel(tx: &mut AnyConnection, merchant_id: &str, id: &str, input: Cancel) -> Result<MembershipRow, ServiceError> {
+    let reason = super::required_text("reason", &input.reason, 500)?;
+    let now = now_ms();
+    let m = memberships::get(&mut *tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
+    let data = serde_json::json!({
+        "membership_id": m.id,
+        "product_id": m.product_id,
+        "reason": reason,
+        "current_period_end": m.current_period_end.map(rfc3339),
+    });
+    if input.at_period_end {
+        if m.current_period_end.is_none() {
+            return Err(ServiceError::Conflict("this membership is lifetime access: it has no period end to cancel at; cancel it now".into()));
+        }
+        if !memberships::set_cancel_at_period_end(&mut *tx, &m.id, true, now).await? {
+            return Err(ServiceError::Conflict(format!(
+                "only an active membership with its period end ahead can be cancelled at period end (it is {}{})",
+                m.status,
+                if m.cancel_at_period_end != 0 { ", already cancelling" } else { "" }
+            )));
+        }
+        record_event(&mut *tx, merchant_id, "membership.cancellation_scheduled", Some(&m.id), None, data, now).await?;
+    } else {
+        if !memberships::cancel_now(&mut *tx, &m.id, now).await? {
+            return Err(ServiceError::Conflict(format!("a {} membership has no access to cancel", m.status)));
+        }
+        record_event(&mut *tx, merchant_id, "membership.cancelled", Some(&m.id), None, data, now).await?;
+        if !jobs::has_live(&mut *tx, &m.id, queue::Queue::Revoke.as_str()).await? {
+            let job = queue::RevokeJob { membership_id: m.id.clone(), period_end: m.current_period_end };
+            queue::enqueue_revoke(&mut *tx, merchant_id, &job, now).await?;
+        }
+    }
+    memberships::get(&mut *tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)
+}
+
+/// Withdraws a scheduled cancellation while the period has not ended (event
+/// `membership.resumed`); 409 when none is scheduled or the period is over.
+pub async fn resume(tx: &mut AnyConnection, merchant_id: &str, id: &str) -> Result<MembershipRow, ServiceError> {
+    let now = now_ms();
+    let m = memberships::get(&mut *tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)?;
+    if m.cancel_at_period_end == 0 || !memberships::set_cancel_at_period_end(&mut *tx, &m.id, false, now).await? {
+        return Err(ServiceError::Conflict(if m.cancel_at_period_end == 0 {
+            "no cancellation is scheduled for this membership".into()
+        } else {
+            format!("the period has ended (the membership is {}): a renewal payment starts it again", m.status)
+        }));
+    }
+    let data = serde_json::json!({"membership_id": m.id, "product_id": m.product_id, "current_period_end": m.current_period_end.map(rfc3339)});
+    record_event(&mut *tx, merchant_id, "membership.resumed", Some(&m.id), None, data, now).await?;
+    memberships::get(&mut *tx, merchant_id, id).await?.ok_or(ServiceError::NotFound)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSubscription {
+    /// `paid`, `past_due` or `unpaid`, as the payment processor sees the buyer's renewal.
+    pub collection_state: CollectionState,
+}
+
+/// The payment processor's word on a renewal (admin token): sets `collection_state`, with
+/// event `subscription.<state>` when it changes. Access follows the period and grace, not this.
+pub async fn update_subscription(tx: &mut AnyConnection, id: &str, input: UpdateSubscription) -> Result<MembershipRow, ServiceError> {
+    let now = now_ms();
+    let m = memberships::get_any(&mut *tx, id).await?.ok_or(ServiceError::NotFound)?;
+    set_collection_state(tx, &m, input.collection_state, now).await?;
+    memberships::get_any(&mut *tx, id).await?.ok_or(ServiceError::NotFound)
+}
+
+/// Sets the collection state, with its event (`subscription.paid`, `subscription.past_due`,
+/// `subscription.unpaid`) when it changes. The renewal run calls this too.
+pub async fn set_collection_state(tx: &mut AnyConnection, m: &MembershipRow, state: CollectionState, now: i64) -> Result<(), ServiceError> {
+    if memberships::set_collection_state(&mut *tx, &m.id, state.as_str(), now).await? {
+        let data = serde_json::json!({
+            "membership_id": m.id,
+            "product_id": m.product_id,
+            "collection_state": state,
+            "previous_collection_state": m.collection_state,
+            "current_period_end": m.current_period_end.map(rfc3339),
+        });
+        record_event(&mut *tx, &m.merchant_id, &format!("subscription.{state}"), Some(&m.id), None, data, now).await?;
+    }
+    Ok(())
 }

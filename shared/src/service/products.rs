@@ -27,6 +27,9 @@ pub struct CreateProduct {
     pub discord_guild_id: Option<String>,
     pub discord_role_id: Option<String>,
     pub fallback_invite_url: Option<String>,
+    /// http(s) URL of the merchant's renewal checkout; `{membership_id}` and `{product_id}`
+    /// are filled in for each buyer.
+    pub renewal_url: Option<String>,
     pub price: PriceInput,
     #[serde(default)]
     pub recurring: bool,
@@ -53,6 +56,9 @@ pub struct UpdateProduct {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub fallback_invite_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub renewal_url: Option<Option<String>>,
     pub price: Option<PriceInput>,
     pub recurring: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
@@ -95,6 +101,7 @@ fn check(p: &mut ProductRow) -> Result<(), ServiceError> {
         }
     }
     p.fallback_invite_url = http_url("fallback_invite_url", p.fallback_invite_url.as_deref())?;
+    p.renewal_url = http_url("renewal_url", p.renewal_url.as_deref())?;
     p.price_amount = Amount::parse(&p.price_amount).map_err(|m| invalid("price.amount", m))?.to_string();
     p.price_currency = Currency::parse(&p.price_currency).map_err(|m| invalid("price.currency", m))?.as_str().to_owned();
     if p.recurring != 0 && p.period_ms.is_none() {
@@ -119,6 +126,7 @@ pub async fn create(tx: &mut AnyConnection, merchant_id: &str, input: CreateProd
         discord_guild_id: input.discord_guild_id,
         discord_role_id: input.discord_role_id,
         fallback_invite_url: input.fallback_invite_url,
+        renewal_url: input.renewal_url,
         price_amount: input.price.amount,
         price_currency: input.price.currency,
         recurring: i64::from(input.recurring),
@@ -145,6 +153,7 @@ pub async fn update(tx: &mut AnyConnection, merchant_id: &str, id: &str, patch: 
     if let Some(v) = patch.discord_guild_id { row.discord_guild_id = v; }
     if let Some(v) = patch.discord_role_id { row.discord_role_id = v; }
     if let Some(v) = patch.fallback_invite_url { row.fallback_invite_url = v; }
+    if let Some(v) = patch.renewal_url { row.renewal_url = v; }
     if let Some(price) = patch.price {
         row.price_amount = price.amount;
         row.price_currency = price.currency;

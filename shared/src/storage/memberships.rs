@@ -115,12 +115,14 @@ pub async fn get_by_buyer(
 }
 
 /// Records a paid period: access is active until `period_end`, a fresh delivery is pending,
-/// and buyer details given with this payment replace older ones.
+/// buyer details given with this payment replace older ones, a scheduled cancellation is
+/// dropped and the subscription is `paid`.
 pub async fn update_for_payment(conn: &mut AnyConnection, m: &MembershipRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE memberships SET status = $1, current_period_end = $2, last_payment_id = $3, \
          delivery_status = $4, next_retry_at = NULL, wallet = $5, email = $6, telegram_user_id = $7, \
-         discord_user_id = $8, discord_access_token = $9, handle = $10, updated_at = $11 WHERE id = $12",
+         discord_user_id = $8, discord_access_token = $9, handle = $10, updated_at = $11, \
+         cancel_at_period_end = 0, collection_state = 'paid' WHERE id = $12",
     )
     .bind(&m.status)
     .bind(m.current_period_end)
@@ -419,6 +421,45 @@ pub async fn update_period(conn: &mut AnyConnection, m: &MembershipRow) -> Resul
 
 /// Moves a membership from one access status to another if it is still in `from` and its
 /// period ended before `ended_before`; false when something else changed it first (a renewal).
+/// Schedules (or, with false, withdraws) the end of a membership at its period end; only while
+/// it is active with a period end still ahead. True when it changed.
+pub async fn set_cancel_at_period_end(conn: &mut AnyConnection, id: &str, cancel: bool, now: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE memberships SET cancel_at_period_end = $1, updated_at = $2 WHERE id = $3 AND status = 'active' \
+         AND current_period_end IS NOT NULL AND current_period_end > $2 AND cancel_at_period_end <> $1",
+    )
+    .bind(super::flag(cancel))
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Ends access now: `cancelled`, from `active` or `grace`. True when it changed.
+pub async fn cancel_now(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE memberships SET status = 'cancelled', cancel_at_period_end = 0, updated_at = $1 \
+         WHERE id = $2 AND status IN ('active', 'grace')",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Sets `collection_state` (`paid`, `past_due` or `unpaid`); true when it changed.
+pub async fn set_collection_state(conn: &mut AnyConnection, id: &str, state: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE memberships SET collection_state = $1, updated_at = $2 WHERE id = $3 AND collection_state <> $1")
+        .bind(state)
+        .bind(now)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub async fn move_status(
     conn: &mut AnyConnection,
     id: &str,

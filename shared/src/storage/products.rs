@@ -10,6 +10,8 @@ pub struct ProductRow {
     pub discord_guild_id: Option<String>,
     pub discord_role_id: Option<String>,
     pub fallback_invite_url: Option<String>,
+    /// The merchant's renewal checkout URL, placeholders unfilled (see [`renewal_link`]).
+    pub renewal_url: Option<String>,
     pub price_amount: String,
     pub price_currency: String,
     pub recurring: i64,
@@ -20,15 +22,20 @@ pub struct ProductRow {
 }
 
 const COLUMNS: &str = "id, merchant_id, name, platform, telegram_chat_id, discord_guild_id, \
-    discord_role_id, fallback_invite_url, price_amount, price_currency, recurring, period_ms, \
+    discord_role_id, fallback_invite_url, renewal_url, price_amount, price_currency, recurring, period_ms, \
     grace_period_ms, created_at, updated_at";
+
+/// The product's renewal URL for one membership: `{membership_id}` and `{product_id}` filled in.
+pub fn renewal_link(p: &ProductRow, membership_id: &str) -> Option<String> {
+    p.renewal_url.as_ref().map(|url| url.replace("{membership_id}", membership_id).replace("{product_id}", &p.id))
+}
 
 pub async fn insert(conn: &mut AnyConnection, p: &ProductRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO products (id, merchant_id, name, platform, telegram_chat_id, discord_guild_id, \
          discord_role_id, fallback_invite_url, price_amount, price_currency, recurring, period_ms, \
-         grace_period_ms, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         grace_period_ms, created_at, updated_at, renewal_url) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(&p.id)
     .bind(&p.merchant_id)
@@ -45,6 +52,7 @@ pub async fn insert(conn: &mut AnyConnection, p: &ProductRow) -> Result<(), sqlx
     .bind(p.grace_period_ms)
     .bind(p.created_at)
     .bind(p.updated_at)
+    .bind(&p.renewal_url)
     .execute(conn)
     .await?;
     Ok(())
@@ -54,7 +62,7 @@ pub async fn update(conn: &mut AnyConnection, p: &ProductRow) -> Result<(), sqlx
     sqlx::query(
         "UPDATE products SET name = $1, platform = $2, telegram_chat_id = $3, discord_guild_id = $4, \
          discord_role_id = $5, fallback_invite_url = $6, price_amount = $7, price_currency = $8, \
-         recurring = $9, period_ms = $10, grace_period_ms = $11, updated_at = $12 \
+         recurring = $9, period_ms = $10, grace_period_ms = $11, updated_at = $12, renewal_url = $15 \
          WHERE id = $13 AND merchant_id = $14",
     )
     .bind(&p.name)
@@ -71,6 +79,7 @@ pub async fn update(conn: &mut AnyConnection, p: &ProductRow) -> Result<(), sqlx
     .bind(p.updated_at)
     .bind(&p.id)
     .bind(&p.merchant_id)
+    .bind(&p.renewal_url)
     .execute(conn)
     .await?;
     Ok(())

@@ -6,7 +6,9 @@ use super::events::EventRow;
 
 /// The event types renewal intelligence reports.
 pub const RENEWAL_EVENTS: &str =
-    "'membership.grace', 'membership.expired', 'membership.renewed', 'membership.gifted', 'membership.revoked'";
+    "'membership.grace', 'membership.expired', 'membership.renewed', 'membership.gifted', 'membership.revoked', \
+     'membership.cancellation_scheduled', 'membership.cancelled', 'membership.resumed', \
+     'subscription.paid', 'subscription.past_due', 'subscription.unpaid'";
 
 /// Counts of one product's memberships (or all products' when `product_id` is None).
 #[derive(Debug, Clone, Default, FromRow)]
@@ -18,13 +20,19 @@ pub struct StatusCounts {
     /// Active, with the period ending after now and within the second window.
     pub expiring_long: i64,
     pub in_grace: i64,
+    /// Active, with a cancellation scheduled at period end.
+    pub cancelling: i64,
+    /// Collection `past_due` or `unpaid` while access lasts (in grace, or marked by the processor).
+    pub past_due: i64,
 }
 
 fn status_columns() -> &'static str {
     "COALESCE(SUM(CASE WHEN status = 'active' THEN 1 ELSE 0 END), 0) AS active, \
      COALESCE(SUM(CASE WHEN status = 'active' AND current_period_end > $3 AND current_period_end <= $4 THEN 1 ELSE 0 END), 0) AS expiring_short, \
      COALESCE(SUM(CASE WHEN status = 'active' AND current_period_end > $3 AND current_period_end <= $5 THEN 1 ELSE 0 END), 0) AS expiring_long, \
-     COALESCE(SUM(CASE WHEN status = 'grace' THEN 1 ELSE 0 END), 0) AS in_grace"
+     COALESCE(SUM(CASE WHEN status = 'grace' THEN 1 ELSE 0 END), 0) AS in_grace, \
+     COALESCE(SUM(CASE WHEN status = 'active' AND cancel_at_period_end = 1 THEN 1 ELSE 0 END), 0) AS cancelling, \
+     COALESCE(SUM(CASE WHEN status IN ('active', 'grace') AND collection_state <> 'paid' THEN 1 ELSE 0 END), 0) AS past_due"
 }
 
 /// Counts for the merchant (optionally one product); windows end at `short_until`/`long_until`.

@@ -15,6 +15,10 @@ pub struct RenewalSummary {
     pub expiring_30d: i64,
     /// Period ended, access kept until the product's grace period runs out.
     pub in_grace: i64,
+    /// Active memberships whose cancellation at period end is scheduled.
+    pub cancelling: i64,
+    /// Memberships with access whose renewal is `past_due` or `unpaid`.
+    pub past_due: i64,
     /// Memberships that expired in the last 30 days.
     pub expired_30d: i64,
     /// Paid renewals in the last 30 days.
@@ -32,7 +36,8 @@ pub struct ExpiringMembership {
     pub identity: IdentityView,
     /// The paid-through time (`current_period_end`).
     pub paid_through: String,
-    /// When access ends if nobody pays: paid-through plus the product's grace period.
+    /// When access ends if nobody pays: paid-through plus the product's grace period (no grace
+    /// when the cancellation is scheduled).
     pub access_ends_at: String,
     /// Whole days from now to the paid-through time (negative once in grace).
     pub days_left: i64,
@@ -49,6 +54,10 @@ pub struct ProductReport {
     /// Active, with the paid period ending within `within_days`.
     pub expiring: i64,
     pub in_grace: i64,
+    /// Active with a cancellation scheduled at period end.
+    pub cancelling: i64,
+    /// With access, renewal `past_due` or `unpaid`.
+    pub past_due: i64,
     /// Expired in the last 30 days.
     pub churned: i64,
     /// Renewed (paid again) in the last 30 days.
