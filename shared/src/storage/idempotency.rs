@@ -27,14 +27,8 @@ pub async fn claim(
     now: i64,
     ttl_ms: i64,
 ) -> Result<Claim, sqlx::Error> {
-    if is_postgres(conn) {
-        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("idempotency {scope} {key}"))
-            .fetch_one(&mut *conn)
-            .await?;
-        if !held {
-            return Ok(Claim::InFlight);
-        }
+    if is_postgres(conn) && !lock_key(conn, scope, key).await? {
+        return Ok(Claim::InFlight);
     }
     // Insert, or take over a row whose 24 h are up (retention prunes them later) or that has no
     // response, which only a claim from before claims shared their request's transaction left.
@@ -67,6 +61,24 @@ pub async fn claim(
         (true, Some(status), Some(body)) => Claim::Replay { status: u16::try_from(status).unwrap_or(500), body },
         (true, _, _) => Claim::InFlight,
     })
+}
+
+/// The key's transaction-scoped advisory lock. A request that just failed releases it with
+/// its rollback, which the pool sends a moment after the answer (a dropped transaction), so a
+/// retry sent at once is given up to a second before it is told the first is still running.
+async fn lock_key(conn: &mut AnyConnection, scope: &str, key: &str) -> Result<bool, sqlx::Error> {
+    let name = format!("idempotency {scope} {key}");
+    for _ in 0..50 {
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(&name)
+            .fetch_one(&mut *conn)
+            .await?;
+        if held {
+            return Ok(true);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(false)
 }
 
 pub async fn save_response(
