@@ -220,7 +220,7 @@ backend_test!(reminders_are_sent_once_each_before_the_period_ends, |app| {
 });
 
 backend_test!(a_buyer_without_telegram_gets_the_reminder_by_email, |app| {
-    let r = Rescue::start(with_renewals(app, "1h", "2s")).await;
+    let mut r = Rescue::start(with_renewals(app, "1h", "2s")).await;
     r.dc.add_member(GUILD, "7501", &[]);
     let product = r.product(json!({"name": "Role", "platform": "discord", "discord_guild_id": GUILD, "discord_role_id": ROLE,
         "price": {"amount": "1", "currency": "USDC"}, "recurring": true, "period": "3s"})).await;
@@ -230,6 +230,8 @@ backend_test!(a_buyer_without_telegram_gets_the_reminder_by_email, |app| {
     for _ in 0..3 {
         hilt_worker::renewal::tick(&r.ctx).await.expect("tick").expect("lease");
     }
+    r.start_worker();
+    wait_for_job(&r, &membership, "renewal", "done").await;
     let mails: Vec<String> = std::fs::read_dir(r.outbox.path()).expect("outbox").filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("reminder-")).collect();
     assert_eq!(mails.len(), 1, "{mails:?}");
@@ -238,6 +240,7 @@ backend_test!(a_buyer_without_telegram_gets_the_reminder_by_email, |app| {
         .fetch_all(r.app.db.pool()).await.expect("rows");
     assert!(channels.contains(&(membership.clone(), "sent/email".to_owned())), "{channels:?}");
     assert!(channels.contains(&(silent.clone(), "skipped/none".to_owned())), "no channel: recorded, not sent: {channels:?}");
+    r.stop_workers().await;
 });
 
 backend_test!(renewal_intelligence_counts_expiring_grace_churn_and_renewals, |app| {
@@ -492,8 +495,8 @@ backend_test!(a_past_due_member_keeps_access_through_grace_then_is_unpaid_and_re
     r.stop_workers().await;
 });
 
-backend_test!(reminders_carry_the_products_renewal_link, |app| {
-    let r = Rescue::start(with_renewals(app, "1h", "1s")).await;
+backend_test!(reminders_carry_the_renewal_link_and_are_sent_once_even_when_their_job_runs_again, |app| {
+    let mut r = Rescue::start(with_renewals(app, "1h", "1s")).await;
     r.tg.add_user(8001);
     let product = r.product(json!({"name": "Daily VIP", "platform": "telegram", "telegram_chat_id": CHAT,
         "price": {"amount": "1", "currency": "USDC"}, "recurring": true, "period": "2s",
@@ -502,13 +505,63 @@ backend_test!(reminders_carry_the_products_renewal_link, |app| {
         "https://shop.example/renew?m={membership_id}&p={product_id}");
     let (_, membership) = r.paid(&product, json!({"telegram_user_id": 8001})).await;
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    assert_eq!(tick(&r).await.reminders_sent, 1);
+    assert_eq!(tick(&r).await.reminders_queued, 1, "written as a job on the renewal queue");
+    assert_eq!(tick(&r).await.reminders_queued, 0, "once per period");
+    let job: String = sqlx::query_scalar("SELECT id FROM jobs WHERE membership_id = $1 AND queue = 'renewal'")
+        .bind(&membership).fetch_one(r.app.db.pool()).await.expect("the reminder job");
+
+    // Its first send fails (Telegram 502): the job retries on its schedule and sends it once.
+    r.tg.fail_next("sendMessage", hilt_shared::testing::Failure::Status(502));
+    r.start_worker();
+    wait_for_job(&r, &membership, "renewal", "done").await;
     let dms = reminder_dms(&r, 8001);
     assert_eq!(dms.len(), 1, "{dms:?}");
     assert!(dms[0].contains(&format!("https://shop.example/renew?m={membership}&p={product}")), "{}", dms[0]);
-    assert_eq!(tick(&r).await.reminders_sent, 0, "sent once");
+    let (status, attempts): (String, i64) = sqlx::query_as("SELECT status, attempts FROM renewal_reminders WHERE membership_id = $1")
+        .bind(&membership).fetch_one(r.app.db.pool()).await.expect("row");
+    assert_eq!((status.as_str(), attempts), ("sent", 2));
+
+    // The same job runs again (a second copy, as after a lost lease): the reminder row says it
+    // was sent, so nothing more goes out.
+    let payload: String = sqlx::query_scalar("SELECT payload FROM jobs WHERE id = $1").bind(&job).fetch_one(r.app.db.pool()).await.expect("payload");
+    let mut tx = r.app.db.begin().await.expect("begin");
+    let copy = hilt_shared::queue::enqueue(&mut tx, hilt_shared::queue::Queue::Renewal, None, Some(&membership), payload, hilt_shared::clock::now_ms())
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1").bind(copy.to_string()).fetch_one(r.app.db.pool()).await.expect("status");
+        if status == "done" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "done", "the copy ran");
+    assert_eq!(reminder_dms(&r, 8001).len(), 1, "sent once");
 
     let bad = r.app.patch(&format!("/v1/products/{product}"), &r.key, json!({"renewal_url": "shop.example/renew"})).await;
     assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(bad.body["error"]["param"], "renewal_url");
+    r.stop_workers().await;
+});
+
+backend_test!(a_buyer_the_bot_cannot_reach_is_recorded_and_listed_for_operators, |app| {
+    let mut r = Rescue::start(with_renewals(app, "1h", "1s")).await;
+    r.tg.add_user(8101);
+    r.tg.block_bot(8101);
+    let product = short_telegram_product(&r, "2s", "1h").await;
+    let (_, membership) = r.paid(&product, json!({"telegram_user_id": 8101})).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(tick(&r).await.reminders_queued, 1);
+    r.start_worker();
+    wait_for_job(&r, &membership, "renewal", "dead").await;
+    let (status, code): (String, Option<String>) = sqlx::query_as("SELECT status, error_code FROM renewal_reminders WHERE membership_id = $1")
+        .bind(&membership).fetch_one(r.app.db.pool()).await.expect("row");
+    assert_eq!(status, "failed");
+    assert!(code.is_some());
+    let attention = r.app.get("/v1/ops/attention", common::ADMIN).await;
+    let unreached = attention.body["unreached_buyers"].as_array().expect("unreached_buyers");
+    assert!(unreached.iter().any(|u| u["membership_id"] == membership.as_str() && u["error_code"] == code.as_deref().unwrap_or("")), "{unreached:?}");
+    r.stop_workers().await;
 });

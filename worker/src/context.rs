@@ -37,6 +37,8 @@ pub struct Tuning {
     pub retry_schedule: Vec<Period>,
     /// Delays between proof email attempts after a retryable SMTP error; its length is the budget.
     pub proof_email_schedule: Vec<Period>,
+    /// Delays between renewal reminder attempts after a retryable error; its length is the budget.
+    pub reminder_schedule: Vec<Period>,
     /// Delays between webhook attempts after the first (Svix's schedule by default).
     pub webhook_schedule: Vec<Period>,
     /// Per-request timeout of a webhook send.
@@ -55,7 +57,7 @@ impl Tuning {
             poll_backstop: Duration::from_secs(1),
             sweep_every: Duration::from_secs(1),
             owed_scan_every: Duration::from_secs(30),
-            queues: [Queue::Delivery, Queue::Revoke, Queue::ProofEmail, Queue::Webhook].to_vec(),
+            queues: [Queue::Delivery, Queue::Revoke, Queue::ProofEmail, Queue::Renewal, Queue::Webhook].to_vec(),
             claim_ahead: 16,
             completer_lanes: 2,
             lock_wait: Duration::from_secs(1),
@@ -63,6 +65,7 @@ impl Tuning {
             auth_failure_pause: Duration::from_secs(60),
             retry_schedule: config.retry_schedule.0.clone(),
             proof_email_schedule: [10, 60, 300, 1_800].map(|s| Period(Duration::from_secs(s))).to_vec(),
+            reminder_schedule: [10, 60, 300, 1_800].map(|s| Period(Duration::from_secs(s))).to_vec(),
             webhook_schedule: hilt_shared::domain::webhook::default_schedule(),
             webhook_timeout: hilt_shared::providers::webhook::DEFAULT_TIMEOUT,
             internal_error_backoff: backon::ExponentialBuilder::new()

@@ -7,22 +7,21 @@
 //! 2. `grace` memberships past the product's grace period expire (`membership.expired`; a
 //!    recurring one becomes `unpaid`, `subscription.unpaid`) and a `revoke` job is written in
 //!    the same transaction;
-//! 3. reminders go out before period end at the `HILT_RENEWAL_REMINDERS` offsets, with the
-//!    product's renewal link, each at most once per (membership, period end, offset): the
-//!    `renewal_reminders` row is claimed and committed before the message is sent. A membership
-//!    whose cancellation is scheduled gets none.
+//! 3. reminders are due before period end at the `HILT_RENEWAL_REMINDERS` offsets: each one's
+//!    `renewal_reminders` row (membership, period end, offset) and a job on the `renewal` queue
+//!    are written together; the job sends it (`jobs::reminder`). A membership whose
+//!    cancellation is scheduled gets none.
 //!
 //! Every transition is a conditional update (`WHERE status = …`), so a renewal confirmed at the
 //! same moment wins and two overlapping runs cannot transition a membership twice; the lease
 //! only keeps workers from doing the same scan at once.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc};
 
 use hilt_shared::{
     clock::{Millis, now_ms, rfc3339},
     domain::{MembershipStatus, Period},
-    providers::{ErrorClass, ProviderError},
-    queue::{self, Queue, RevokeJob},
+    queue::{self, Queue, ReminderJob, RevokeJob},
     domain::CollectionState,
     service::{memberships::set_collection_state, payments::record_event},
     storage::{
@@ -45,8 +44,8 @@ const BATCH: i64 = 500;
 pub struct RenewalRun {
     pub entered_grace: usize,
     pub expired: usize,
-    pub reminders_sent: usize,
-    pub reminders_failed: usize,
+    /// Reminder jobs written (the `renewal` queue sends them).
+    pub reminders_queued: usize,
     pub reminders_skipped: usize,
 }
 
@@ -224,50 +223,41 @@ async fn send_reminders(ctx: &JobContext, products: &mut ProductCache, run: &mut
             channel: channel.to_owned(),
             error_code: None,
             created_at: now,
-            finished_at: (status != "sending").then_some(now),
+            finished_at: (status == "skipped").then_some(now),
+            attempts: 0,
+            sending_until: None,
         };
-        // Claim in one transaction, committed before anything is sent.
+        // The reminder's row and the job that sends it, in one transaction.
         let mut tx = ctx.db.begin().await?;
         for offset in &skip {
             if renewal_reminders::claim(&mut tx, &row(*offset, "skipped", "none")).await? {
                 run.reminders_skipped += 1;
             }
         }
-        let claimed = match send {
+        match send {
             Some(offset) if channel == "none" => {
                 // Nobody to tell: recorded as skipped so the merchant can see it.
                 if renewal_reminders::claim(&mut tx, &row(offset, "skipped", "none")).await? {
                     run.reminders_skipped += 1;
                 }
-                None
             }
-            Some(offset) => renewal_reminders::claim(&mut tx, &row(offset, "sending", channel)).await?.then_some(offset),
-            None => None,
-        };
-        tx.commit().await?;
-        let Some(offset) = claimed else { continue };
-
-        let text = reminder_text(&product.name, period_end, now, products::renewal_link(&product, &m.id).as_deref());
-        let message_id = format!("reminder-{}-{period_end}-{offset}", m.id);
-        let (channel, result) = deliver_reminder(ctx, &m, &text, &message_id).await;
-        let mut done = row(offset, "sent", channel);
-        done.finished_at = Some(now_ms());
-        match &result {
-            Ok(()) => run.reminders_sent += 1,
-            Err(e) => {
-                tracing::warn!(membership.id = %m.id, error.code = %e.code, "renewal reminder failed; not retried");
-                done.status = "failed".into();
-                done.error_code = Some(e.code.clone());
-                run.reminders_failed += 1;
+            Some(offset) => {
+                if renewal_reminders::claim(&mut tx, &row(offset, "queued", channel)).await? {
+                    let job = ReminderJob { membership_id: m.id.clone(), period_end, offset_ms: offset };
+                    let payload = serde_json::to_string(&job)?;
+                    queue::enqueue(&mut tx, Queue::Renewal, Some(&m.merchant_id), Some(&m.id), payload, now).await?;
+                    run.reminders_queued += 1;
+                }
             }
+            None => {}
         }
-        renewal_reminders::finish(&mut *ctx.db.conn().await?, &done).await?;
+        tx.commit().await?;
     }
     Ok(())
 }
 
 /// Telegram DM when the buyer's Telegram id is known and the bot is configured, else email.
-fn channel_for(ctx: &JobContext, m: &MembershipRow) -> &'static str {
+pub(crate) fn channel_for(ctx: &JobContext, m: &MembershipRow) -> &'static str {
     if ctx.providers.telegram.is_some() && m.telegram_user_id.is_some() {
         "telegram"
     } else if m.email.is_some() {
@@ -275,44 +265,6 @@ fn channel_for(ctx: &JobContext, m: &MembershipRow) -> &'static str {
     } else {
         "none"
     }
-}
-
-/// Sends one reminder; a buyer the bot cannot message gets it by email when an address is known.
-async fn deliver_reminder(ctx: &JobContext, m: &MembershipRow, text: &str, message_id: &str) -> (&'static str, Result<(), ProviderError>) {
-    let subject = "Your access is ending soon";
-    if let (Some(tg), Some(user)) = (&ctx.providers.telegram, m.telegram_user_id) {
-        match tg.send_message(user, text).await {
-            Ok(()) => return ("telegram", Ok(())),
-            Err(e) if e.class == ErrorClass::MemberPermanent && m.email.is_some() => {}
-            Err(e) => return ("telegram", Err(e)),
-        }
-    }
-    match &m.email {
-        Some(email) => ("email", ctx.providers.mailer.send(email, subject, text, None, message_id).await),
-        None => ("none", Err(ProviderError::identity_missing("telegram_user_id or email"))),
-    }
-}
-
-fn reminder_text(product: &str, period_end: Millis, now: Millis, renewal_link: Option<&str>) -> String {
-    let when = chrono::DateTime::from_timestamp_millis(period_end)
-        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|| rfc3339(period_end));
-    let renew = renewal_link.map(|link| format!(" Renew here: {link}")).unwrap_or_default();
-    format!(
-        "Your access to {product} ends on {when} (in {}). Renew before then to keep your access.{renew}",
-        human(Duration::from_millis(u64::try_from(period_end - now).unwrap_or(0)))
-    )
-}
-
-fn human(left: Duration) -> String {
-    let secs = left.as_secs();
-    let (n, unit) = match secs {
-        s if s >= 86_400 => (s.div_ceil(86_400), "day"),
-        s if s >= 3_600 => (s.div_ceil(3_600), "hour"),
-        s if s >= 60 => (s.div_ceil(60), "minute"),
-        s => (s.max(1), "second"),
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -344,13 +296,5 @@ mod tests {
         assert_eq!(plan_reminders(&[3, 7], &[3, 7]), (None, vec![]));
         // Sent the 3-day one already: a 7-day one not on record is stale, not sent.
         assert_eq!(plan_reminders(&[3, 7], &[3]), (None, vec![7]));
-    }
-
-    #[test]
-    fn time_left_reads_naturally() {
-        assert_eq!(human(Duration::from_secs(3 * 86_400)), "3 days");
-        assert_eq!(human(Duration::from_secs(86_400)), "1 day");
-        assert_eq!(human(Duration::from_secs(5_000)), "2 hours");
-        assert_eq!(human(Duration::from_millis(1_500)), "1 second");
     }
 }

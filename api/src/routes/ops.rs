@@ -11,7 +11,7 @@ use axum::{
 use hilt_shared::{
     queue::Queue,
     storage::jobs::JobStatus,
-    service::ops::{self, AuditEntry, FailureView, JobDetail, JobView, QueuesView, ReviewView},
+    service::ops::{self, AuditEntry, FailureView, JobDetail, JobView, QueuesView, ReviewView, UnreachedView},
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -114,6 +114,8 @@ pub struct Attention {
     pub recent_failures: Vec<FailureView>,
     /// Memberships waiting for a person.
     pub manual_review: Vec<ReviewView>,
+    /// Buyers a renewal reminder did not reach.
+    pub unreached_buyers: Vec<UnreachedView>,
 }
 
 #[utoipa::path(get, path = "/v1/ops/attention", tag = "operations",
@@ -122,6 +124,7 @@ pub async fn attention(_: Admin, State(state): State<AppState>) -> Result<Json<A
     Ok(Json(Attention {
         recent_failures: ops::recent_failures(&state.db, 50).await?,
         manual_review: ops::manual_review(&state.db, 100).await?,
+        unreached_buyers: ops::unreached_buyers(&state.db, 100).await?,
     }))
 }
 
@@ -247,6 +250,7 @@ pub async fn dashboard(_: PageAdmin, State(state): State<AppState>) -> Result<Re
     let queues = ops::queues(&state.db).await?;
     let failures = ops::recent_failures(&state.db, 20).await?;
     let review = ops::manual_review(&state.db, 50).await?;
+    let unreached = ops::unreached_buyers(&state.db, 20).await?;
     let mut recent = Vec::new();
     for queue in Queue::ALL {
         recent.extend(ops::list_jobs(&state.db, queue.as_str(), None, 10).await?);
@@ -287,6 +291,21 @@ pub async fn dashboard(_: PageAdmin, State(state): State<AppState>) -> Result<Re
                 "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
                 esc(&r.membership_id), esc(&r.merchant_id), r.attempts,
                 esc(r.last_error_code.as_deref().unwrap_or("–")), esc(r.support_ticket_id.as_deref().unwrap_or("–")), esc(&r.updated_at)
+            ));
+        }
+        body.push_str("</table>");
+    }
+
+    body.push_str(&format!("<h2>Buyers not reached by a renewal reminder ({})</h2>", unreached.len()));
+    if unreached.is_empty() {
+        body.push_str("<p class=muted>Every reminder reached its buyer.</p>");
+    } else {
+        body.push_str("<table><tr><th>when</th><th>membership</th><th>merchant</th><th>channel</th><th>error</th><th>period end</th></tr>");
+        for u in &unreached {
+            body.push_str(&format!(
+                "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td><b>{}</b></td><td>{}</td></tr>",
+                esc(&u.at), esc(&u.membership_id), esc(&u.merchant_id), esc(&u.channel),
+                esc(u.error_code.as_deref().unwrap_or("")), esc(&u.period_end),
             ));
         }
         body.push_str("</table>");

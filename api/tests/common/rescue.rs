@@ -141,6 +141,7 @@ pub fn fast_tuning(config: &hilt_shared::config::Config) -> Tuning {
         lock_wait: Duration::from_millis(100),
         retry_schedule: "100ms,100ms,100ms".split(',').map(|p| p.parse().expect("period")).collect(),
         proof_email_schedule: "100ms,100ms,100ms".split(',').map(|p| p.parse().expect("period")).collect(),
+        reminder_schedule: "100ms,100ms,100ms".split(',').map(|p| p.parse().expect("period")).collect(),
         webhook_schedule: "100ms,100ms,100ms".split(',').map(|p| p.parse().expect("period")).collect(),
         ..Tuning::from_config(config)
     }

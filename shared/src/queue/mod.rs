@@ -28,8 +28,10 @@ pub enum Queue {
 impl Queue {
     /// The queues of SPEC §9, as dashboards and metrics list them.
     pub const ALL: [Queue; 5] = [Queue::Delivery, Queue::Revoke, Queue::ProofEmail, Queue::Renewal, Queue::Webhook];
-    /// The queues that hold job rows (renewal is a lease-guarded loop, not a queue of jobs).
-    pub const WITH_JOBS: [Queue; 5] = [Queue::Delivery, Queue::Revoke, Queue::ProofEmail, Queue::Webhook, Queue::Noop];
+    /// The queues that hold job rows. `renewal` holds the reminder jobs; the renewal run that
+    /// writes them (and moves memberships to grace and expiry) is a lease-guarded loop.
+    pub const WITH_JOBS: [Queue; 6] =
+        [Queue::Delivery, Queue::Revoke, Queue::ProofEmail, Queue::Renewal, Queue::Webhook, Queue::Noop];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -43,7 +45,7 @@ impl Queue {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::WITH_JOBS.into_iter().chain([Queue::Renewal]).find(|q| q.as_str() == s)
+        Self::WITH_JOBS.into_iter().find(|q| q.as_str() == s)
     }
 }
 
@@ -130,6 +132,14 @@ pub async fn wake_workers(conn: &mut AnyConnection, queue: Queue) -> Result<(), 
         wake::wake(queue);
     }
     Ok(())
+}
+
+/// Send one renewal reminder: the `renewal_reminders` row (membership, period end, offset).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderJob {
+    pub membership_id: String,
+    pub period_end: Millis,
+    pub offset_ms: i64,
 }
 
 /// Send one event to one endpoint. The event id is the `webhook-id` of every attempt.

@@ -290,6 +290,43 @@ pub async fn manual_review(db: &Db, limit: i64) -> Result<Vec<ReviewView>, Servi
         .collect())
 }
 
+/// A buyer a renewal reminder did not reach (failed, or no channel to try).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnreachedView {
+    pub membership_id: String,
+    pub merchant_id: String,
+    /// `telegram`, `email` or `none` (no Telegram id the bot can use, no email address).
+    pub channel: String,
+    /// The provider's code (`bot_blocked`, `identity_missing`, `outcome_unknown`, …).
+    pub error_code: Option<String>,
+    /// The period end the reminder was for.
+    pub period_end: String,
+    pub at: String,
+}
+
+/// Renewal reminders that reached nobody, newest first.
+pub async fn unreached_buyers(db: &Db, limit: i64) -> Result<Vec<UnreachedView>, ServiceError> {
+    let rows: Vec<(String, String, String, Option<String>, i64, i64)> = sqlx::query_as(
+        "SELECT membership_id, merchant_id, channel, error_code, period_end, COALESCE(finished_at, created_at) \
+         FROM renewal_reminders WHERE status = 'failed' OR (status = 'skipped' AND channel = 'none' AND error_code IS NULL) \
+         ORDER BY COALESCE(finished_at, created_at) DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| UnreachedView {
+            membership_id: r.0,
+            merchant_id: r.1,
+            channel: r.2,
+            error_code: r.3.or_else(|| Some("identity_missing".to_owned())),
+            period_end: rfc3339(r.4),
+            at: rfc3339(r.5),
+        })
+        .collect())
+}
+
 /// Upper bounds (ms) of the attempt latency histogram.
 const LATENCY_BUCKETS_MS: [i64; 10] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
 

@@ -1,5 +1,6 @@
-//! Renewal reminders: one row per (membership, period end, offset), claimed before the message
-//! goes out so each reminder of a paid period is sent at most once.
+//! Renewal reminders: one row per (membership, period end, offset), written with the job that
+//! sends it and claimed (`sending`) before the message goes out, so each reminder of a paid
+//! period is sent at most once however often its job runs.
 
 use sqlx::{AnyConnection, FromRow};
 
@@ -9,13 +10,47 @@ pub struct ReminderRow {
     pub period_end: i64,
     pub offset_ms: i64,
     pub merchant_id: String,
-    /// `sending`, `sent`, `failed` or `skipped`.
+    /// `queued`, `sending`, `sent`, `failed` or `skipped`.
     pub status: String,
     /// `telegram`, `email` or `none`.
     pub channel: String,
     pub error_code: Option<String>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    /// Sends started (a retry after a transient failure is another).
+    pub attempts: i64,
+    /// While `sending`: until when the claiming run may still be talking to the provider.
+    pub sending_until: Option<i64>,
+}
+
+const COLUMNS: &str = "membership_id, period_end, offset_ms, merchant_id, status, channel, error_code, created_at, \
+    finished_at, attempts, sending_until";
+
+/// The reminder `key` = (membership, period end, offset).
+pub async fn get(conn: &mut AnyConnection, membership_id: &str, period_end: i64, offset_ms: i64) -> Result<Option<ReminderRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM renewal_reminders WHERE membership_id = $1 AND period_end = $2 AND offset_ms = $3"
+    )))
+    .bind(membership_id)
+    .bind(period_end)
+    .bind(offset_ms)
+    .fetch_optional(conn)
+    .await
+}
+
+/// `queued` → `sending` (attempts + 1) until `until`; false when it was not `queued`.
+pub async fn start_sending(conn: &mut AnyConnection, r: &ReminderRow, until: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE renewal_reminders SET status = 'sending', attempts = attempts + 1, sending_until = $1 \
+         WHERE membership_id = $2 AND period_end = $3 AND offset_ms = $4 AND status = 'queued'",
+    )
+    .bind(until)
+    .bind(&r.membership_id)
+    .bind(r.period_end)
+    .bind(r.offset_ms)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Claims the reminder; false when a row for it already exists (sent, being sent, or skipped).
@@ -39,10 +74,10 @@ pub async fn claim(conn: &mut AnyConnection, r: &ReminderRow) -> Result<bool, sq
     Ok(done.rows_affected() == 1)
 }
 
-/// Records how a claimed reminder went.
+/// Records how a claimed reminder went (`queued` again when it will be retried).
 pub async fn finish(conn: &mut AnyConnection, r: &ReminderRow) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE renewal_reminders SET status = $1, channel = $2, error_code = $3, finished_at = $4 \
+        "UPDATE renewal_reminders SET status = $1, channel = $2, error_code = $3, finished_at = $4, sending_until = NULL \
          WHERE membership_id = $5 AND period_end = $6 AND offset_ms = $7",
     )
     .bind(&r.status)
@@ -67,10 +102,9 @@ pub async fn recorded_offsets(conn: &mut AnyConnection, membership_id: &str, per
 }
 
 pub async fn list_for_membership(conn: &mut AnyConnection, membership_id: &str) -> Result<Vec<ReminderRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT membership_id, period_end, offset_ms, merchant_id, status, channel, error_code, created_at, finished_at \
-         FROM renewal_reminders WHERE membership_id = $1 ORDER BY period_end, offset_ms DESC",
-    )
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM renewal_reminders WHERE membership_id = $1 ORDER BY period_end, offset_ms DESC"
+    )))
     .bind(membership_id)
     .fetch_all(conn)
     .await

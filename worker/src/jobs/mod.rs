@@ -5,6 +5,7 @@ pub mod delivery;
 pub mod invite_links;
 pub mod noop;
 pub mod proof_email;
+pub mod reminder;
 pub mod revoke;
 pub mod webhook;
 
@@ -25,7 +26,8 @@ pub async fn execute(ctx: &JobContext, job: &JobRow) -> Outcome {
         Some(Queue::ProofEmail) => run::<proof_email::ProofEmail>(ctx, job).await,
         Some(Queue::Webhook) => run::<webhook::Webhook>(ctx, job).await,
         Some(Queue::Noop) => run::<noop::Noop>(ctx, job).await,
-        Some(Queue::Renewal) | None => Ok(Outcome::dead(format!("no handler for queue {}", job.queue))),
+        Some(Queue::Renewal) => run::<reminder::Reminder>(ctx, job).await,
+        None => Ok(Outcome::dead(format!("no handler for queue {}", job.queue))),
     };
     match outcome {
         Ok(outcome) => {
