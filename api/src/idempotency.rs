@@ -6,8 +6,9 @@
 //!
 //! - A request that dies (client gone, process killed, database cut off) rolls back, so its key
 //!   is free at once (PostgreSQL ends a cut-off session's transaction within 10 s).
-//! - A retry that arrives while the first request still runs answers 409 `conflict` at once on
-//!   PostgreSQL (as Stripe does); on SQLite, whose writers queue, it waits and replays.
+//! - A retry that arrives while the first request still runs answers 409 `conflict` on
+//!   PostgreSQL (as Stripe does) after waiting up to a second for it; on SQLite, whose writers
+//!   queue, it waits and replays.
 //! - Only successful responses are saved: an error rolls everything back, the claim included.
 //! - Same key, different method, path or body: 409 `conflict`.
 //! - Keys are scoped by credential, so two merchants never share one. They last 24 h

@@ -368,11 +368,11 @@ async fn tick(r: &Rescue) -> hilt_worker::renewal::RenewalRun {
 }
 
 backend_test!(a_membership_cancelled_at_period_end_keeps_access_until_then_and_ends_without_grace, |app| {
-    let mut r = Rescue::start(with_renewals(app, "100ms", "1s")).await;
+    let mut r = Rescue::start(with_renewals(app, "100ms", "2s")).await;
     r.tg.add_user(7601);
     r.tg.add_member(CHAT, 7601, "member");
     r.start_worker();
-    let product = short_telegram_product(&r, "2s", "1h").await;
+    let product = short_telegram_product(&r, "4s", "1h").await;
     let (_, membership) = r.paid(&product, json!({"telegram_user_id": 7601})).await;
     r.wait_for_status(&membership, "delivered").await;
 
@@ -384,8 +384,13 @@ backend_test!(a_membership_cancelled_at_period_end_keeps_access_until_then_and_e
     assert_error(&cancel(&r, &membership, true).await, StatusCode::CONFLICT, "conflict");
 
     // Before the period ends (the run goes every 100 ms): access stays, and the reminder due
-    // 1 s before the end is not sent.
-    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    // 2 s before the end is not sent.
+    let end = chrono::DateTime::parse_from_rfc3339(c.body["current_period_end"].as_str().expect("period end"))
+        .expect("rfc3339")
+        .timestamp_millis();
+    let until_last_second = end - 1_000 - hilt_shared::clock::now_ms();
+    assert!(until_last_second > 0, "the test reached the last second of the period too late");
+    tokio::time::sleep(Duration::from_millis(until_last_second as u64)).await;
     assert_eq!(r.membership(&membership).await["status"], "active");
     assert_eq!(r.tg.member_status(CHAT, 7601).as_deref(), Some("member"), "not removed before the period ends");
     assert!(reminder_dms(&r, 7601).is_empty(), "no reminder for a cancelled renewal");
@@ -406,7 +411,7 @@ backend_test!(a_membership_cancelled_at_period_end_keeps_access_until_then_and_e
 backend_test!(a_resumed_membership_keeps_its_access_past_the_period_end, |app| {
     let r = Rescue::start(with_renewals(app, "1h", "")).await;
     r.tg.add_user(7701);
-    let product = short_telegram_product(&r, "1s", "1h").await;
+    let product = short_telegram_product(&r, "2s", "1h").await;
     let (_, membership) = r.paid(&product, json!({"telegram_user_id": 7701})).await;
     assert_eq!(cancel(&r, &membership, true).await.status, StatusCode::OK);
 
@@ -419,7 +424,7 @@ backend_test!(a_resumed_membership_keeps_its_access_past_the_period_end, |app| {
     assert_error(&again, StatusCode::CONFLICT, "conflict");
 
     // The period ends as for any renewal not yet paid: grace, with access.
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
     assert_eq!(tick(&r).await.entered_grace, 1);
     let m = r.membership(&membership).await;
     assert_eq!(m["status"], "grace");
@@ -503,7 +508,11 @@ backend_test!(reminders_carry_the_renewal_link_and_are_sent_once_even_when_their
         "renewal_url": "https://shop.example/renew?m={membership_id}&p={product_id}"})).await;
     assert_eq!(r.app.get(&format!("/v1/products/{product}"), &r.key).await.body["renewal_url"],
         "https://shop.example/renew?m={membership_id}&p={product_id}");
+    // Delivered first (its DM must not meet the failure injected below), then the worker stops.
+    r.start_worker();
     let (_, membership) = r.paid(&product, json!({"telegram_user_id": 8001})).await;
+    r.wait_for_status(&membership, "delivered").await;
+    r.stop_workers().await;
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert_eq!(tick(&r).await.reminders_queued, 1, "written as a job on the renewal queue");
     assert_eq!(tick(&r).await.reminders_queued, 0, "once per period");
