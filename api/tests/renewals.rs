@@ -363,6 +363,18 @@ async fn cancel(r: &Rescue, membership: &str, at_period_end: bool) -> common::Re
     r.app.post(&format!("/v1/memberships/{membership}/cancel"), &r.key, json!({"at_period_end": at_period_end, "reason": "Moving on"})).await
 }
 
+/// Sleeps until `before` before the membership's period end; panics when that has passed (the
+/// machine was too slow for the test's timing).
+async fn sleep_until_before_end(r: &Rescue, membership: &str, before: Duration) {
+    let m = r.membership(membership).await;
+    let end = chrono::DateTime::parse_from_rfc3339(m["current_period_end"].as_str().expect("period end"))
+        .expect("rfc3339")
+        .timestamp_millis();
+    let wait = end - before.as_millis() as i64 - hilt_shared::clock::now_ms();
+    assert!(wait > 0, "reached the point {before:?} before the period end too late");
+    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+}
+
 async fn tick(r: &Rescue) -> hilt_worker::renewal::RenewalRun {
     hilt_worker::renewal::tick(&r.ctx).await.expect("tick").expect("lease")
 }
@@ -385,12 +397,7 @@ backend_test!(a_membership_cancelled_at_period_end_keeps_access_until_then_and_e
 
     // Before the period ends (the run goes every 100 ms): access stays, and the reminder due
     // 2 s before the end is not sent.
-    let end = chrono::DateTime::parse_from_rfc3339(c.body["current_period_end"].as_str().expect("period end"))
-        .expect("rfc3339")
-        .timestamp_millis();
-    let until_last_second = end - 1_000 - hilt_shared::clock::now_ms();
-    assert!(until_last_second > 0, "the test reached the last second of the period too late");
-    tokio::time::sleep(Duration::from_millis(until_last_second as u64)).await;
+    sleep_until_before_end(&r, &membership, Duration::from_secs(1)).await;
     assert_eq!(r.membership(&membership).await["status"], "active");
     assert_eq!(r.tg.member_status(CHAT, 7601).as_deref(), Some("member"), "not removed before the period ends");
     assert!(reminder_dms(&r, 7601).is_empty(), "no reminder for a cancelled renewal");
@@ -470,7 +477,7 @@ backend_test!(a_past_due_member_keeps_access_through_grace_then_is_unpaid_and_re
     r.tg.add_user(7901);
     r.tg.add_member(CHAT, 7901, "member");
     r.start_worker();
-    let product = short_telegram_product(&r, "1s", "2s").await;
+    let product = short_telegram_product(&r, "1s", "3s").await;
     let (_, membership) = r.paid(&product, json!({"telegram_user_id": 7901})).await;
     r.wait_for_status(&membership, "delivered").await;
 
@@ -501,10 +508,10 @@ backend_test!(a_past_due_member_keeps_access_through_grace_then_is_unpaid_and_re
 });
 
 backend_test!(reminders_carry_the_renewal_link_and_are_sent_once_even_when_their_job_runs_again, |app| {
-    let mut r = Rescue::start(with_renewals(app, "1h", "1s")).await;
+    let mut r = Rescue::start(with_renewals(app, "1h", "3s")).await;
     r.tg.add_user(8001);
     let product = r.product(json!({"name": "Daily VIP", "platform": "telegram", "telegram_chat_id": CHAT,
-        "price": {"amount": "1", "currency": "USDC"}, "recurring": true, "period": "2s",
+        "price": {"amount": "1", "currency": "USDC"}, "recurring": true, "period": "5s",
         "renewal_url": "https://shop.example/renew?m={membership_id}&p={product_id}"})).await;
     assert_eq!(r.app.get(&format!("/v1/products/{product}"), &r.key).await.body["renewal_url"],
         "https://shop.example/renew?m={membership_id}&p={product_id}");
@@ -513,7 +520,7 @@ backend_test!(reminders_carry_the_renewal_link_and_are_sent_once_even_when_their
     let (_, membership) = r.paid(&product, json!({"telegram_user_id": 8001})).await;
     r.wait_for_status(&membership, "delivered").await;
     r.stop_workers().await;
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    sleep_until_before_end(&r, &membership, Duration::from_millis(2_500)).await;
     assert_eq!(tick(&r).await.reminders_queued, 1, "written as a job on the renewal queue");
     assert_eq!(tick(&r).await.reminders_queued, 0, "once per period");
     let job: String = sqlx::query_scalar("SELECT id FROM jobs WHERE membership_id = $1 AND queue = 'renewal'")
@@ -556,12 +563,12 @@ backend_test!(reminders_carry_the_renewal_link_and_are_sent_once_even_when_their
 });
 
 backend_test!(a_buyer_the_bot_cannot_reach_is_recorded_and_listed_for_operators, |app| {
-    let mut r = Rescue::start(with_renewals(app, "1h", "1s")).await;
+    let mut r = Rescue::start(with_renewals(app, "1h", "3s")).await;
     r.tg.add_user(8101);
     r.tg.block_bot(8101);
-    let product = short_telegram_product(&r, "2s", "1h").await;
+    let product = short_telegram_product(&r, "5s", "1h").await;
     let (_, membership) = r.paid(&product, json!({"telegram_user_id": 8101})).await;
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    sleep_until_before_end(&r, &membership, Duration::from_millis(2_500)).await;
     assert_eq!(tick(&r).await.reminders_queued, 1);
     r.start_worker();
     wait_for_job(&r, &membership, "renewal", "dead").await;
