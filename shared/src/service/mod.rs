@@ -30,13 +30,9 @@ pub fn invalid(param: &str, message: impl Into<String>) -> ServiceError {
     ServiceError::Invalid { param: param.to_owned(), message: message.into() }
 }
 
-/// Trims a required text field and checks its length in characters.
+/// Trims a required text field and checks its length in characters (as sent).
 pub(crate) fn required_text(param: &str, value: &str, max: usize) -> Result<String, ServiceError> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(invalid(param, "must not be empty"));
-    }
-    optional_text(param, Some(value), max).map(|v| v.unwrap_or_default())
+    optional_text(param, Some(value), max)?.ok_or_else(|| invalid(param, "must not be empty"))
 }
 
 /// Trims an optional text field; empty becomes absent. The length counts what was sent.
@@ -93,14 +89,33 @@ pub mod schema {
         o
     }
 
-    /// `optional_text` (`required`: `required_text`) of at most `max` characters.
+    /// `optional_text` (`required`: `required_text`) of at most `max` characters. Whitespace at
+    /// either end is trimmed before the control characters are looked for.
     pub fn text(max: usize, required: bool) -> Object {
         let pattern = if required {
-            format!("^[^{CONTROL}]*[^\\s{CONTROL}][^{CONTROL}]*$")
+            format!("^\\s*[^{CONTROL}]*[^\\s{CONTROL}][^{CONTROL}]*\\s*$")
         } else {
-            format!("^[^{CONTROL}]*$")
+            format!("^\\s*[^{CONTROL}]*\\s*$")
         };
         ObjectBuilder::new().schema_type(Type::String).max_length(Some(max)).pattern(Some(pattern)).build()
+    }
+
+    /// A nullable single line (an invoice field): no tab or line break inside.
+    fn nullable_line(max: usize) -> Object {
+        let pattern = format!("^\\s*[^\\t\\n{CONTROL}]*\\s*$");
+        nullable(ObjectBuilder::new().schema_type(Type::String).max_length(Some(max)).pattern(Some(pattern)).build())
+    }
+
+    pub fn nullable_line_64() -> Object {
+        nullable_line(64)
+    }
+
+    pub fn nullable_line_128() -> Object {
+        nullable_line(128)
+    }
+
+    pub fn nullable_line_200() -> Object {
+        nullable_line(200)
     }
 
     pub fn required_text_200() -> Object {
@@ -117,14 +132,6 @@ pub mod schema {
     }
 
     /// Nullable `optional_text`s: `null` or "" clears the field.
-    pub fn nullable_text_64() -> Object {
-        nullable(text(64, false))
-    }
-
-    pub fn nullable_text_128() -> Object {
-        nullable(text(128, false))
-    }
-
     pub fn nullable_text_200() -> Object {
         nullable(text(200, false))
     }

@@ -26,16 +26,16 @@ use crate::{
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct InvoiceMetadataPatch {
     #[serde(default, deserialize_with = "present")]
-    #[schema(schema_with = super::schema::nullable_text_64)]
+    #[schema(schema_with = super::schema::nullable_line_64)]
     pub invoice_number: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(schema_with = super::schema::nullable_text_200)]
+    #[schema(schema_with = super::schema::nullable_line_200)]
     pub billing_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = super::schema::nullable_email)]
     pub billing_email: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(schema_with = super::schema::nullable_text_128)]
+    #[schema(schema_with = super::schema::nullable_line_128)]
     pub billing_reference: Option<Option<String>>,
     /// Printed on the PDF and shown on the public proof: not a place for private notes.
     #[serde(default, deserialize_with = "present")]
