@@ -257,7 +257,7 @@ async fn send_reminders(ctx: &JobContext, products: &mut ProductCache, run: &mut
 }
 
 /// Telegram DM when the buyer's Telegram id is known and the bot is configured, else email.
-pub(crate) fn channel_for(ctx: &JobContext, m: &MembershipRow) -> &'static str {
+fn channel_for(ctx: &JobContext, m: &MembershipRow) -> &'static str {
     if ctx.providers.telegram.is_some() && m.telegram_user_id.is_some() {
         "telegram"
     } else if m.email.is_some() {
