@@ -2,7 +2,7 @@
 # The API contract, checked from outside: Schemathesis generates requests for every operation of
 # /openapi.json (50 per operation, with real ids, a merchant key and the admin token) against a
 # live `hilt serve` on SQLite, and fails on any 5xx, undocumented status, or response that does
-# not match its schema. Usage: .ci/schemathesis.sh path/to/hilt
+# not match its schema; then promtool checks its /metrics. Usage: .ci/schemathesis.sh path/to/hilt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hilt="$1"
@@ -48,3 +48,11 @@ done
 export HILT_ST_WEBHOOK_DELIVERY
 
 st --config-file .ci/schemathesis.toml run "$base/openapi.json" --no-color
+
+# What Prometheus would scrape after all that traffic, checked by Prometheus' own linter.
+if command -v promtool >/dev/null; then
+  curl -fsS "$base/metrics" -H "authorization: Bearer $HILT_ST_ADMIN_TOKEN" >"$dir/metrics.txt"
+  grep -q '^hilt_http_requests_total{' "$dir/metrics.txt"
+  promtool check metrics <"$dir/metrics.txt"
+  echo "promtool check metrics: $(grep -c '^hilt_' "$dir/metrics.txt") series, passed"
+fi

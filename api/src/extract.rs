@@ -105,11 +105,12 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let raw = parts.uri.query().unwrap_or("");
-        serde_urlencoded_pairs(raw).map(QueryPairs)
+        parse_pairs(raw).map(QueryPairs)
     }
 }
 
-fn serde_urlencoded_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
+/// `application/x-www-form-urlencoded` pairs (a query string or a form body); 422 when malformed.
+pub fn parse_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
     axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
         &format!("/?{raw}").parse().map_err(|_| ApiError::validation("query", "malformed query string"))?,
     )

@@ -23,6 +23,7 @@ use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use crate::{error::ApiError, routes::*, state::AppState};
 
 pub fn router(state: AppState) -> Router {
+    hilt_shared::metrics::handle(); // counting from the first request
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -46,6 +47,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/memberships/{id}/subscription", patch(memberships::update_subscription))
         .route("/v1/ops/queues", get(ops::list_queues))
         .route("/v1/ops/queues/{queue}/jobs", get(ops::list_jobs))
+        .route("/v1/ops/queues/{queue}/jobs/retry", post(ops::bulk_retry))
+        .route("/v1/ops/queues/{queue}/jobs/discard", post(ops::bulk_discard))
+        .route("/v1/ops/queues/{queue}/graph", get(ops::queue_graph))
         .route("/v1/ops/queues/{queue}/pause", post(ops::pause_queue))
         .route("/v1/ops/queues/{queue}/resume", post(ops::resume_queue))
         .route("/v1/ops/jobs/{id}", get(ops::get_job))
@@ -53,12 +57,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ops/jobs/{id}/discard", post(ops::discard_job))
         .route("/v1/ops/attention", get(ops::attention))
         .route("/v1/ops/audit", get(ops::audit))
+        .route("/v1/ops/search", get(ops::search))
         .route("/metrics", get(ops::metrics))
-        .route("/ops", get(ops::dashboard))
-        .route("/ops/jobs/{id}", get(ops::job_page))
-        .route("/ops/jobs/{id}/retry", post(ops::page_retry))
-        .route("/ops/jobs/{id}/discard", post(ops::page_discard))
-        .route("/ops/queues/{queue}/{action}", post(ops::page_queue_action))
+        .route("/ops", get(ops_pages::overview))
+        .route("/ops/search", get(ops_pages::search_page))
+        .route("/ops/queues/{queue}", get(ops_pages::queue_page))
+        .route("/ops/queues/{queue}/confirm", get(ops_pages::confirm_page))
+        .route("/ops/queues/{queue}/jobs/{action}", post(ops_pages::bulk_action))
+        .route("/ops/queues/{queue}/{action}", post(ops_pages::page_queue_action))
+        .route("/ops/jobs/{id}", get(ops_pages::job_page))
+        .route("/ops/jobs/{id}/retry", post(ops_pages::page_retry))
+        .route("/ops/jobs/{id}/discard", post(ops_pages::page_discard))
+        .route("/ops/memberships/{id}", get(ops_pages::membership_page))
+        .route("/ops/memberships/{id}/retry-delivery", post(ops_pages::page_retry_delivery))
+        .route("/ops/memberships/{id}/ticket", post(ops_pages::page_open_ticket))
         .route("/v1/memberships/{id}/attempts", get(memberships::list_attempts))
         .route("/v1/memberships/{id}/retry-delivery", post(memberships::retry_delivery))
         .route("/v1/memberships/{id}/delivery-support-ticket", post(memberships::delivery_support_ticket))
@@ -87,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(middleware::record_metrics))
         .with_state(state)
 }
 

@@ -78,7 +78,12 @@ async fn main() -> anyhow::Result<()> {
             println!("merchant_id: {}\napi_key: {api_key}\n(the key is shown only this once)", merchant.id);
             Ok(())
         }
-        Command::Worker => hilt_worker::run(db, config, shutdown::signal()).await,
+        Command::Worker => {
+            if let Some(addr) = config.metrics_listen {
+                hilt_shared::metrics::serve(addr).with_context(|| format!("cannot serve metrics on HILT_METRICS_LISTEN={addr}"))?;
+            }
+            hilt_worker::run(db, config, shutdown::signal()).await
+        }
         Command::Api => run_api(db, config, false).await,
         Command::Serve => run_api(db, config, true).await,
     }

@@ -1,8 +1,9 @@
-//! Request-wide rules: the 1 MiB body limit and its read timeout.
+//! Request-wide rules: the 1 MiB body limit and its read timeout; every answer counted for
+//! `/metrics`.
 
 use axum::{
     body::{Body, to_bytes},
-    extract::{Request, State},
+    extract::{MatchedPath, Request, State},
     http::header,
     middleware::Next,
     response::{IntoResponse, Response},
@@ -25,4 +26,15 @@ pub async fn limit_body(State(state): State<AppState>, req: Request, next: Next)
         Ok(Err(_)) => ApiError::PayloadTooLarge.into_response(),
         Err(_) => ApiError::RequestTimeout.into_response(),
     }
+}
+
+/// Counts every answer for `/metrics` by its route pattern (`/v1/payments/{id}`, never the raw
+/// path, which would make a series per id), method and status, with its duration.
+pub async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    hilt_shared::metrics::http_request(&route, method.as_str(), response.status().as_u16(), started.elapsed());
+    response
 }

@@ -43,6 +43,12 @@ pub struct Config {
     #[arg(global = true, long = "listen", env = "HILT_LISTEN", value_name = "HILT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Where `hilt worker` serves its own Prometheus metrics (`http://ADDR/metrics`: its job
+    /// runs and provider attempts). Unset: a worker serves none; `hilt serve` and `hilt api`
+    /// report through the API's `/metrics`.
+    #[arg(global = true, long = "metrics-listen", env = "HILT_METRICS_LISTEN", value_name = "HILT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Base of verification URLs; defaults to `http://{HILT_LISTEN}`.
     #[arg(global = true, long, env = "HILT_PUBLIC_BASE_URL", value_name = "HILT_PUBLIC_BASE_URL", value_parser = parse_http_url)]
     pub public_base_url: Option<String>,

@@ -3,6 +3,7 @@
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod metrics;
 pub mod providers;
 pub mod queue;
 pub mod secrets;

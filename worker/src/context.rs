@@ -88,12 +88,14 @@ pub struct JobContext {
     pub worker_id: String,
     pub tuning: Tuning,
     pub auth_breaker: AuthBreaker,
+    /// This worker's runs per queue and minute, saved by upkeep.
+    pub runs: crate::engine::stats::RunStats,
 }
 
 impl JobContext {
     pub fn new(db: Db, config: Arc<Config>, providers: Providers, tuning: Tuning) -> Self {
         let auth_breaker = AuthBreaker::new(tuning.auth_failure_burst, tuning.auth_failure_pause);
-        Self { db, held: Held::default(), config, providers, worker_id: worker_id(), tuning, auth_breaker }
+        Self { db, held: Held::default(), config, providers, worker_id: worker_id(), tuning, auth_breaker, runs: Default::default() }
     }
 
     pub fn lease_ms(&self) -> i64 {

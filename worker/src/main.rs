@@ -24,5 +24,8 @@ async fn main() -> anyhow::Result<()> {
         db.migrate().await?;
     }
     hilt_shared::service::oauth_tokens::check_at_start(&db, config.encryption_key.as_ref()).await?;
+    if let Some(addr) = config.metrics_listen {
+        hilt_shared::metrics::serve(addr)?;
+    }
     hilt_worker::run(db, config, signal()).await
 }

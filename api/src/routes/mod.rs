@@ -2,6 +2,7 @@ pub mod admin;
 pub mod health;
 pub mod memberships;
 pub mod ops;
+pub mod ops_pages;
 pub mod payments;
 pub mod products;
 pub mod receipts;

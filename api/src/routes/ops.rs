@@ -1,25 +1,25 @@
-//! Operations: the queue dashboard at `/ops` (server-rendered HTML, no external assets, opens
-//! in a browser with the admin token as the Basic password), its JSON under `/v1/ops/`, and
-//! Prometheus `/metrics`.
+//! Operations under `/v1/ops/` (JSON, the admin token) and Prometheus `/metrics`; the pages
+//! at `/ops` are in `ops_pages`.
 
 use axum::{
     Json,
     extract::State,
     http::{StatusCode, header},
-    response::{Html, IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
 };
 use hilt_shared::{
-    queue::Queue,
-    storage::jobs::JobStatus,
-    service::ops::{self, AuditEntry, FailureView, JobDetail, JobView, QueuesView, ReviewView, UnreachedView},
+    clock::now_ms,
+    domain::Period,
+    service::ops::{self, AuditEntry, FailureView, GraphPoint, JobDetail, JobPage, JobView, QueuesView, ReviewView, SearchHit, UnreachedView},
+    storage::jobs::{JobFilter, JobState},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::List;
 use crate::{
     error::ApiError,
-    extract::{Admin, QueryPairs, Path},
+    extract::{Admin, ApiJson, QueryPairs, Path},
     idempotency::RequestTx,
     state::AppState,
 };
@@ -30,30 +30,130 @@ pub async fn list_queues(_: Admin, State(state): State<AppState>) -> Result<Json
     Ok(Json(ops::queues(&state.db).await?))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct JobList {
-    pub data: Vec<JobView>,
+/// The job filters of `/v1/ops/queues/{queue}/jobs`, its bulk actions and the queue page:
+/// `status` (one of [`JobState`]'s names), `merchant_id`, `provider` (`telegram`, `discord`),
+/// `error_code` (the last error starts with it), `since` and `until` (RFC 3339, or a span back
+/// from now such as `15m`, `1h`, `7d`). 422 for a bad value.
+pub fn job_filter(query: &[(String, String)]) -> Result<JobFilter, ApiError> {
+    let get = |name: &str| query.iter().rev().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.trim().to_owned());
+    let states = match get("status") {
+        None => Vec::new(),
+        Some(s) => vec![JobState::parse(&s).ok_or_else(|| ApiError::validation("status", &format!("must be one of {}", JobState::names())))?],
+    };
+    let provider = get("provider");
+    if provider.as_deref().is_some_and(|p| !["telegram", "discord"].contains(&p)) {
+        return Err(ApiError::validation("provider", "must be telegram or discord"));
+    }
+    for field in ["merchant_id", "error_code"] {
+        if get(field).is_some_and(|v| v.chars().count() > 200) {
+            return Err(ApiError::validation(field, "must be at most 200 characters"));
+        }
+    }
+    let time = |field: &str| -> Result<Option<i64>, ApiError> {
+        let Some(value) = get(field) else { return Ok(None) };
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(&value) {
+            return Ok(Some(at.timestamp_millis()));
+        }
+        let span: Period = value.parse().map_err(|_| ApiError::validation(field, "must be an RFC 3339 time or a span back from now such as 15m, 1h or 7d"))?;
+        Ok(Some(now_ms() - span.as_millis()))
+    };
+    Ok(JobFilter { states, merchant_id: get("merchant_id"), provider, error_code: get("error_code"), since: time("since")?, until: time("until")? })
 }
 
-/// Recent jobs of a queue; `status` narrows to one state.
+/// A queue's jobs, newest first, filtered and paged, with how many match in each state.
 #[utoipa::path(get, path = "/v1/ops/queues/{queue}/jobs", tag = "operations",
-    params(("queue" = String, Path), ("status" = Option<String>, Query), ("limit" = Option<i64>, Query)),
-    responses((status = 200, body = JobList)), security(("admin_token" = [])))]
+    params(("queue" = String, Path), ("status" = Option<String>, Query, description = "pending, scheduled, running, retrying, done, dead or discarded"),
+        ("merchant_id" = Option<String>, Query), ("provider" = Option<String>, Query, description = "telegram or discord"),
+        ("error_code" = Option<String>, Query, description = "the last error starts with this"),
+        ("since" = Option<String>, Query, description = "RFC 3339, or a span back from now: 15m, 1h, 7d"),
+        ("until" = Option<String>, Query, description = "RFC 3339, or a span back from now"),
+        ("limit" = Option<i64>, Query), ("offset" = Option<i64>, Query)),
+    responses((status = 200, body = JobPage)), security(("admin_token" = [])))]
 pub async fn list_jobs(
     _: Admin,
     State(state): State<AppState>,
     Path(queue): Path<String>,
     QueryPairs(query): QueryPairs,
-) -> Result<Json<JobList>, ApiError> {
-    if !Queue::ALL.iter().any(|q| q.as_str() == queue) {
-        return Err(ApiError::NotFound);
-    }
-    let status = match query.iter().find(|(k, _)| k == "status") {
-        None => None,
-        Some((_, s)) => Some(JobStatus::parse(s).ok_or_else(|| ApiError::validation("status", "must be queued, running, done, dead or discarded"))?),
-    };
+) -> Result<Json<JobPage>, ApiError> {
+    let filter = job_filter(&query)?;
     let page = crate::extract::Page::from_query(&query)?;
-    Ok(Json(JobList { data: ops::list_jobs(&state.db, &queue, status, page.limit).await? }))
+    Ok(Json(ops::list_jobs(&state.db, &queue, &filter, page.limit, page.offset).await?))
+}
+
+/// Which jobs of a queue a bulk action takes: the filters of the job list (every field optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkFilter {
+    /// One of `pending`, `scheduled`, `running`, `retrying`, `done`, `dead`, `discarded`.
+    pub status: Option<String>,
+    pub merchant_id: Option<String>,
+    /// `telegram` or `discord`.
+    pub provider: Option<String>,
+    /// The last error starts with this.
+    pub error_code: Option<String>,
+    /// RFC 3339, or a span back from now (`1h`).
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+impl BulkFilter {
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        [("status", &self.status), ("merchant_id", &self.merchant_id), ("provider", &self.provider), ("error_code", &self.error_code), ("since", &self.since), ("until", &self.until)]
+            .into_iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.to_owned(), v)))
+            .collect()
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BulkResult {
+    /// Jobs the action changed (those in a state it can take).
+    pub count: u64,
+}
+
+/// Runs now every job of the queue matching the filter that is not running or done.
+#[utoipa::path(post, path = "/v1/ops/queues/{queue}/jobs/retry", tag = "operations", params(("queue" = String, Path)),
+    request_body = BulkFilter, responses((status = 200, body = BulkResult), (status = 404)), security(("admin_token" = [])))]
+pub async fn bulk_retry(_: Admin, actor: Actor, Path(queue): Path<String>, mut tx: RequestTx, ApiJson(body): ApiJson<BulkFilter>) -> Result<Response, ApiError> {
+    let count = bulk(&actor, &mut tx, &queue, &body.pairs(), true).await?;
+    tx.commit(StatusCode::OK, &BulkResult { count }).await
+}
+
+/// Discards every job of the queue matching the filter that is waiting or dead.
+#[utoipa::path(post, path = "/v1/ops/queues/{queue}/jobs/discard", tag = "operations", params(("queue" = String, Path)),
+    request_body = BulkFilter, responses((status = 200, body = BulkResult), (status = 404)), security(("admin_token" = [])))]
+pub async fn bulk_discard(_: Admin, actor: Actor, Path(queue): Path<String>, mut tx: RequestTx, ApiJson(body): ApiJson<BulkFilter>) -> Result<Response, ApiError> {
+    let count = bulk(&actor, &mut tx, &queue, &body.pairs(), false).await?;
+    tx.commit(StatusCode::OK, &BulkResult { count }).await
+}
+
+/// A bulk retry or discard, written to the audit log with its filter and count.
+pub async fn bulk(actor: &Actor, tx: &mut RequestTx, queue: &str, query: &[(String, String)], retry: bool) -> Result<u64, ApiError> {
+    let filter = job_filter(query)?;
+    let count = ops::act_on_jobs(tx, queue, &filter, retry).await?;
+    let described: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let target = format!("{queue} [{}] ({count} jobs)", if described.is_empty() { "all".to_owned() } else { described.join(" ") });
+    actor.record(tx, if retry { "jobs.retry" } else { "jobs.discard" }, &target).await?;
+    Ok(count)
+}
+
+/// A queue's last hour, minute by minute: runs done and failed, p50 and p95 run time.
+#[utoipa::path(get, path = "/v1/ops/queues/{queue}/graph", tag = "operations", params(("queue" = String, Path)),
+    responses((status = 200, body = Vec<GraphPoint>), (status = 404)), security(("admin_token" = [])))]
+pub async fn queue_graph(_: Admin, State(state): State<AppState>, Path(queue): Path<String>) -> Result<Json<Vec<GraphPoint>>, ApiError> {
+    Ok(Json(ops::queue_graph(&state.db, &queue).await?))
+}
+
+/// Finds a job, membership, payment, ticket or attempt by id, or a buyer's memberships by
+/// handle or platform user id.
+#[utoipa::path(get, path = "/v1/ops/search", tag = "operations", params(("q" = String, Query)),
+    responses((status = 200, body = Vec<SearchHit>)), security(("admin_token" = [])))]
+pub async fn search(_: Admin, State(state): State<AppState>, QueryPairs(query): QueryPairs) -> Result<Json<Vec<SearchHit>>, ApiError> {
+    let q = query.iter().find(|(k, _)| k == "q").map(|(_, v)| v.as_str()).unwrap_or_default();
+    if q.trim().is_empty() || q.chars().count() > 200 {
+        return Err(ApiError::validation("q", "must be 1 to 200 characters"));
+    }
+    Ok(Json(ops::search(&mut *state.db.conn().await?, q).await?))
 }
 
 #[utoipa::path(get, path = "/v1/ops/jobs/{id}", tag = "operations", params(("id" = String, Path)),
@@ -128,8 +228,11 @@ pub async fn attention(_: Admin, State(state): State<AppState>) -> Result<Json<A
     }))
 }
 
-/// Prometheus text format: job counts by queue and outcome, queue depth, delivery outcomes by
-/// provider and error code, attempt latency histograms.
+/// Prometheus text format (0.0.4): the database-wide gauges (queue depth by state, oldest
+/// pending job, outbox lag, manual review, live workers; the same from every API process, so
+/// take `max` across instances) and this process's counters and histograms (jobs finished,
+/// job failures, delivery attempts by provider and error code, HTTP requests, run and
+/// confirm → delivered times). See `docs/OPERATIONS.md`.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")),
     security(("admin_token" = [])))]
 pub async fn metrics(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -161,298 +264,8 @@ impl axum::extract::FromRequestParts<AppState> for Actor {
 }
 
 impl Actor {
-    async fn record(&self, tx: &mut RequestTx, action: &str, target: &str) -> Result<(), ApiError> {
+    pub async fn record(&self, tx: &mut RequestTx, action: &str, target: &str) -> Result<(), ApiError> {
         Ok(ops::record_action(tx, &self.who, action, target, &self.from).await?)
     }
 }
 
-/// The admin check for pages: a browser gets a Basic prompt instead of JSON.
-pub struct PageAdmin;
-
-impl axum::extract::FromRequestParts<AppState> for PageAdmin {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        match Admin::from_request_parts(parts, state).await {
-            Ok(Admin) => Ok(PageAdmin),
-            Err(e) => {
-                let mut response = e.into_response();
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    header::HeaderValue::from_static("Basic realm=\"Hilt operations\", charset=\"UTF-8\""),
-                );
-                Err(response)
-            }
-        }
-    }
-}
-
-/// A state-changing form post from an /ops page. Basic credentials are resent by the browser to
-/// any site's form, so the admin check alone is not enough (CSRF): the request must also come
-/// from this origin (`Origin`, else `Referer`, matching `Host`) and carry the page's `csrf`
-/// token, which another site cannot read.
-pub struct PageAction;
-
-impl axum::extract::FromRequest<AppState> for PageAction {
-    type Rejection = Response;
-
-    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (mut parts, body) = req.into_parts();
-        <PageAdmin as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, state).await?;
-        let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let source = parts.headers.get(header::ORIGIN).or_else(|| parts.headers.get(header::REFERER)).and_then(|v| v.to_str().ok());
-        let same_origin = source.is_some_and(|s| {
-            let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://")).unwrap_or_default();
-            !host.is_empty() && rest.split('/').next() == Some(host)
-        });
-        if !same_origin {
-            return Err(ApiError::Forbidden("operations actions are taken from this site's /ops pages only".into()).into_response());
-        }
-        let bytes = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| ApiError::PayloadTooLarge.into_response())?;
-        let token = url_form_value(&bytes, "csrf");
-        if token.as_deref() != Some(csrf_token(state).as_str()) {
-            return Err(ApiError::Forbidden("the form's csrf token is missing or wrong; reload the page".into()).into_response());
-        }
-        Ok(PageAction)
-    }
-}
-
-/// The token /ops forms carry: derived from the admin token, so it changes when that does and
-/// no other site can know it.
-fn csrf_token(state: &AppState) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(format!("hilt ops csrf\0{}", state.admin_token)))
-}
-
-/// One field of an `application/x-www-form-urlencoded` body (our tokens are plain hex).
-fn url_form_value(body: &[u8], name: &str) -> Option<String> {
-    std::str::from_utf8(body).ok()?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (key == name).then(|| value.to_owned())
-    })
-}
-
-/// A hidden form field with the page's csrf token.
-fn csrf_field(state: &AppState) -> String {
-    format!("<input type=hidden name=csrf value='{}'>", csrf_token(state))
-}
-
-/// An /ops page: no other site may frame it (clickjacking).
-fn page_response(html: String) -> Response {
-    (
-        [(header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"), (header::X_FRAME_OPTIONS, "DENY")],
-        Html(html),
-    )
-        .into_response()
-}
-
-pub async fn dashboard(_: PageAdmin, State(state): State<AppState>) -> Result<Response, ApiError> {
-    let queues = ops::queues(&state.db).await?;
-    let failures = ops::recent_failures(&state.db, 20).await?;
-    let review = ops::manual_review(&state.db, 50).await?;
-    let unreached = ops::unreached_buyers(&state.db, 20).await?;
-    let mut recent = Vec::new();
-    for queue in Queue::ALL {
-        recent.extend(ops::list_jobs(&state.db, queue.as_str(), None, 10).await?);
-    }
-    recent.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
-    recent.truncate(25);
-
-    let mut body = String::new();
-    body.push_str(&format!("<p class=muted>Generated {} · refreshes every 5 s · {} live worker(s)</p>", esc(&queues.generated_at), queues.workers.len()));
-    body.push_str("<h2>Queues</h2><table><tr><th>queue</th><th>pending</th><th>scheduled</th><th>running</th><th>failed</th><th>dead</th><th>done / 5 min</th><th>per min</th><th>avg latency</th><th>oldest waiting</th><th></th></tr>");
-    let csrf = csrf_field(&state);
-    for q in &queues.queues {
-        let action = if q.paused { "resume" } else { "pause" };
-        body.push_str(&format!(
-            "<tr class='{}'><td><b>{}</b>{}</td><td>{}</td><td>{}</td><td>{}</td><td class='{}'>{}</td><td class='{}'>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td>\
-             <td><form method=post action='/ops/queues/{}/{action}'>{csrf}<button>{action}</button></form></td></tr>",
-            if q.paused { "paused" } else { "" },
-            esc(&q.name),
-            if q.paused { " <span class=tag>paused</span>" } else { "" },
-            q.pending, q.scheduled, q.running,
-            if q.failed > 0 { "warn" } else { "" }, q.failed,
-            if q.dead > 0 { "bad" } else { "" }, q.dead,
-            q.done_last_5m, q.throughput_per_min,
-            q.latency_ms_avg.map(|ms| format!("{ms:.0} ms")).unwrap_or_else(|| "–".into()),
-            q.oldest_waiting_age_s.map(|s| format!("{s} s")).unwrap_or_else(|| "–".into()),
-            esc(&q.name),
-        ));
-    }
-    body.push_str("</table>");
-
-    body.push_str(&format!("<h2>Manual review ({})</h2>", review.len()));
-    if review.is_empty() {
-        body.push_str("<p class=muted>Nothing waits for a person.</p>");
-    } else {
-        body.push_str("<table><tr><th>membership</th><th>merchant</th><th>attempts</th><th>last error</th><th>ticket</th><th>since</th></tr>");
-        for r in &review {
-            body.push_str(&format!(
-                "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
-                esc(&r.membership_id), esc(&r.merchant_id), r.attempts,
-                esc(r.last_error_code.as_deref().unwrap_or("–")), esc(r.support_ticket_id.as_deref().unwrap_or("–")), esc(&r.updated_at)
-            ));
-        }
-        body.push_str("</table>");
-    }
-
-    body.push_str(&format!("<h2>Buyers not reached by a renewal reminder ({})</h2>", unreached.len()));
-    if unreached.is_empty() {
-        body.push_str("<p class=muted>Every reminder reached its buyer.</p>");
-    } else {
-        body.push_str("<table><tr><th>when</th><th>membership</th><th>merchant</th><th>channel</th><th>error</th><th>period end</th></tr>");
-        for u in &unreached {
-            body.push_str(&format!(
-                "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td><b>{}</b></td><td>{}</td></tr>",
-                esc(&u.at), esc(&u.membership_id), esc(&u.merchant_id), esc(&u.channel),
-                esc(u.error_code.as_deref().unwrap_or("")), esc(&u.period_end),
-            ));
-        }
-        body.push_str("</table>");
-    }
-
-    body.push_str("<h2>Recent failures</h2>");
-    if failures.is_empty() {
-        body.push_str("<p class=muted>No failed attempts.</p>");
-    } else {
-        body.push_str("<table><tr><th>when</th><th>provider</th><th>error</th><th>membership</th><th>job</th></tr>");
-        for f in &failures {
-            body.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td><b>{}</b> {}</td><td><code>{}</code></td><td>{}</td></tr>",
-                esc(f.finished_at.as_deref().unwrap_or("")), esc(&f.provider),
-                esc(f.error_code.as_deref().unwrap_or("")), esc(f.error_message.as_deref().unwrap_or("")),
-                esc(&f.membership_id),
-                f.job_id.as_deref().map(|j| format!("<a href='/ops/jobs/{0}'>{0}</a>", esc(j))).unwrap_or_default(),
-            ));
-        }
-        body.push_str("</table>");
-    }
-
-    body.push_str("<h2>Recent jobs</h2><table><tr><th>job</th><th>queue</th><th>status</th><th>runs</th><th>failures</th><th>last error</th><th>updated</th></tr>");
-    for j in &recent {
-        body.push_str(&format!(
-            "<tr><td><a href='/ops/jobs/{0}'>{0}</a></td><td>{1}</td><td><span class='tag {2}'>{2}</span></td><td>{3}</td><td>{4}</td><td>{5}</td><td>{6}</td></tr>",
-            esc(&j.id), esc(&j.queue), esc(&j.status), j.runs, j.failures, esc(j.last_error.as_deref().unwrap_or("")), esc(&j.updated_at)
-        ));
-    }
-    body.push_str("</table>");
-    body.push_str("<h2>Workers</h2><table><tr><th>id</th><th>concurrency</th><th>started</th><th>last heartbeat</th></tr>");
-    for w in &queues.workers {
-        body.push_str(&format!("<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&w.id), w.concurrency, esc(&w.started_at), esc(&w.heartbeat_at)));
-    }
-    body.push_str("</table>");
-    let (actions, _) = ops::audit_log(&state.db, 10, 0).await?;
-    body.push_str("<h2>Recent actions</h2>");
-    if actions.is_empty() {
-        body.push_str("<p class=muted>No operations action yet.</p>");
-    } else {
-        body.push_str("<table><tr><th>when</th><th>action</th><th>target</th><th>who</th><th>from</th></tr>");
-        for a in &actions {
-            body.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-                esc(&a.at), esc(&a.action), esc(&a.target), esc(&a.actor), esc(&a.source)
-            ));
-        }
-        body.push_str("</table>");
-    }
-    Ok(page_response(page("Hilt operations", &body, true)))
-}
-
-pub async fn job_page(_: PageAdmin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let d = ops::job(&mut *state.db.conn().await?, &id).await?;
-    let j = &d.job;
-    let mut body = format!(
-        "<p><a href='/ops'>← all queues</a></p><table>\
-         <tr><th>job</th><td><code>{id}</code></td></tr><tr><th>queue</th><td>{queue}</td></tr>\
-         <tr><th>status</th><td><span class='tag {status}'>{status}</span></td></tr>\
-         <tr><th>membership</th><td><code>{membership}</code></td></tr><tr><th>run at</th><td>{run_at}</td></tr>\
-         <tr><th>runs / failures</th><td>{runs} / {failures}</td></tr><tr><th>last error</th><td>{error}</td></tr>\
-         <tr><th>held by</th><td>{held}</td></tr><tr><th>payload</th><td><code>{payload}</code></td></tr></table>\
-         <form method=post action='/ops/jobs/{id}/retry' style='display:inline'>{csrf}<button>retry now</button></form> \
-         <form method=post action='/ops/jobs/{id}/discard' style='display:inline'>{csrf}<button>discard</button></form>",
-        id = esc(&j.id),
-        queue = esc(&j.queue),
-        status = esc(&j.status),
-        membership = esc(j.membership_id.as_deref().unwrap_or("–")),
-        run_at = esc(&j.run_at),
-        runs = j.runs,
-        failures = j.failures,
-        error = esc(j.last_error.as_deref().unwrap_or("–")),
-        held = esc(j.locked_by.as_deref().unwrap_or("–")),
-        payload = esc(&j.payload.to_string()),
-        csrf = csrf_field(&state),
-    );
-    body.push_str("<h2>Attempts</h2><table><tr><th>#</th><th>trigger</th><th>provider</th><th>outcome</th><th>error</th><th>invite link</th><th>worker</th><th>duration</th><th>started</th></tr>");
-    for a in &d.attempts {
-        // Which link an attempt handed out, and whether it still admits anyone.
-        let link = match (&a.invite_link, &a.invite_link_revoked_at) {
-            (Some(link), None) => format!("<code>{}</code> live", esc(link)),
-            (Some(link), Some(at)) => format!("<code>{}</code> revoked {}", esc(link), esc(at)),
-            (None, _) => String::new(),
-        };
-        body.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{link}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-            a.number, esc(&a.trigger), esc(&a.provider), esc(a.outcome.as_deref().unwrap_or("running")),
-            a.error.as_ref().map(|e| format!("<b>{}</b> {}", esc(&e.code), esc(&e.message))).unwrap_or_default(),
-            esc(&a.worker_id), a.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(), esc(&a.started_at)
-        ));
-    }
-    body.push_str("</table>");
-    Ok(page_response(page(&format!("Job {}", j.id), &body, false)))
-}
-
-/// Form actions of the page: do it, then back to the page.
-pub async fn page_retry(actor: Actor, Path(id): Path<String>, mut tx: RequestTx, _: PageAction) -> Result<Redirect, ApiError> {
-    ops::retry_job(&mut tx, &id).await?;
-    actor.record(&mut tx, "job.retry", &id).await?;
-    tx.commit_form().await?;
-    Ok(Redirect::to(&format!("/ops/jobs/{id}")))
-}
-
-pub async fn page_discard(actor: Actor, Path(id): Path<String>, mut tx: RequestTx, _: PageAction) -> Result<Redirect, ApiError> {
-    ops::discard_job(&mut tx, &id).await?;
-    actor.record(&mut tx, "job.discard", &id).await?;
-    tx.commit_form().await?;
-    Ok(Redirect::to(&format!("/ops/jobs/{id}")))
-}
-
-pub async fn page_queue_action(
-    actor: Actor,
-    Path((queue, action)): Path<(String, String)>,
-    mut tx: RequestTx,
-    _: PageAction,
-) -> Result<Redirect, ApiError> {
-    match action.as_str() {
-        "pause" => ops::set_paused(&mut tx, &queue, true).await?,
-        "resume" => ops::set_paused(&mut tx, &queue, false).await?,
-        _ => return Err(ApiError::NotFound),
-    }
-    actor.record(&mut tx, &format!("queue.{action}"), &queue).await?;
-    tx.commit_form().await?;
-    Ok(Redirect::to("/ops"))
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
-
-fn page(title: &str, body: &str, refresh: bool) -> String {
-    format!(
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>{}</title>{}\
-         <meta name=viewport content='width=device-width, initial-scale=1'><style>\
-         body{{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#1d2330;background:#f7f8fa}}\
-         h1{{font-size:1.3rem}} h2{{font-size:1.05rem;margin-top:1.6rem}}\
-         table{{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0001;width:100%}}\
-         th,td{{padding:.35rem .6rem;border-bottom:1px solid #e6e8ec;text-align:left;vertical-align:top}}\
-         th{{background:#eef0f4;font-weight:600}} code{{font-size:12px}} .muted{{color:#6b7280}}\
-         .warn{{color:#b45309;font-weight:600}} .bad{{color:#b91c1c;font-weight:600}} tr.paused{{background:#fff7ed}}\
-         .tag{{display:inline-block;padding:0 .4rem;border-radius:.6rem;background:#e5e7eb;font-size:12px}}\
-         .tag.dead{{background:#fee2e2}} .tag.running{{background:#dbeafe}} .tag.done{{background:#dcfce7}}\
-         button{{font:inherit;padding:.1rem .6rem;cursor:pointer}}</style></head>\
-         <body><h1>{}</h1>{}</body></html>",
-        esc(title),
-        if refresh { "<meta http-equiv=refresh content=5>" } else { "" },
-        esc(title),
-        body
-    )
-}

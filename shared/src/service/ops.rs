@@ -9,29 +9,43 @@ use super::ServiceError;
 use crate::{
     clock::{now_ms, rfc3339, rfc3339_opt},
     queue::Queue,
-    storage::{Db, attempts, jobs::{self, JobRow, JobStatus}, queue_controls, workers},
+    storage::{
+        Db, attempts,
+        job_minutes::{self, Minute},
+        jobs::{self, JobFilter, JobRow, JobState},
+        queue_controls, workers,
+    },
     views::AttemptView,
 };
 
-/// Jobs per state, disjoint: `pending` (due, waiting for a worker), `scheduled` (first run in
-/// the future), `running`, `failed` (failed at least once, waiting for its retry), `dead`
-/// (out of retries or not retryable; kept for operators).
+/// A queue's jobs by state (disjoint; the names of [`JobState`]) and what its runs came to
+/// over the last five minutes, on every worker.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueueStats {
     pub name: String,
     pub paused: bool,
+    /// Due, waiting for a worker.
     pub pending: i64,
+    /// First run in the future.
     pub scheduled: i64,
     pub running: i64,
-    pub failed: i64,
+    /// Failed at least once, waiting for the next run on the retry schedule.
+    pub retrying: i64,
+    /// Out of retries or not retryable; kept for operators.
     pub dead: i64,
+    /// Runs that finished a job in the last five minutes.
     pub done_last_5m: i64,
-    /// Jobs finished per minute over the last five minutes.
-    pub throughput_per_min: f64,
-    /// Mean time from due to finished, over jobs finished in the last five minutes.
-    pub latency_ms_avg: Option<f64>,
-    pub oldest_waiting_since: Option<String>,
-    pub oldest_waiting_age_s: Option<i64>,
+    /// Runs that failed in the last five minutes (retried or dead): a queue failing every
+    /// run is busy, not idle.
+    pub failed_last_5m: i64,
+    /// Runs per minute (done and failed) over the last five minutes.
+    pub runs_per_min: f64,
+    /// 95th percentile run time over the last five minutes, milliseconds.
+    pub run_ms_p95: Option<f64>,
+    /// When the oldest pending job became due (RFC 3339).
+    pub oldest_pending_since: Option<String>,
+    /// How long the oldest pending job has waited, seconds.
+    pub oldest_pending_age_s: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -95,26 +109,24 @@ async fn queue_stats(conn: &mut AnyConnection, queue: &str, paused: bool, now: i
         .bind(queue)
         .fetch_one(&mut *conn)
         .await?;
-    let (done, latency_sum): (i64, Option<i64>) = sqlx::query_as(
-        "SELECT COUNT(*), CAST(SUM(updated_at - run_at) AS BIGINT) FROM jobs WHERE queue = $1 AND status = 'done' AND updated_at >= $2",
-    )
-    .bind(queue)
-    .bind(now - WINDOW_MS)
-    .fetch_one(conn)
-    .await?;
+    let mut recent = Minute::default();
+    for (_, m) in job_minutes::since(&mut *conn, queue, now - WINDOW_MS).await? {
+        recent.add(&m);
+    }
     Ok(QueueStats {
         name: queue.to_owned(),
         paused,
         pending: waiting.0,
         scheduled: waiting.1,
         running,
-        failed: waiting.2,
+        retrying: waiting.2,
         dead,
-        done_last_5m: done,
-        throughput_per_min: done as f64 / 5.0,
-        latency_ms_avg: latency_sum.filter(|_| done > 0).map(|sum| sum as f64 / done as f64),
-        oldest_waiting_since: rfc3339_opt(waiting.3),
-        oldest_waiting_age_s: waiting.3.map(|at| (now - at).max(0) / 1000),
+        done_last_5m: recent.done,
+        failed_last_5m: recent.failed,
+        runs_per_min: (recent.done + recent.failed) as f64 / 5.0,
+        run_ms_p95: recent.run_ms_quantile(0.95),
+        oldest_pending_since: rfc3339_opt(waiting.3),
+        oldest_pending_age_s: waiting.3.map(|at| (now - at).max(0) / 1000),
     })
 }
 
@@ -122,7 +134,7 @@ async fn queue_stats(conn: &mut AnyConnection, queue: &str, paused: bool, now: i
 pub struct JobView {
     pub id: String,
     pub queue: String,
-    /// `queued`, `running`, `done`, `dead` or `discarded`.
+    /// `pending`, `scheduled`, `running`, `retrying`, `done`, `dead` or `discarded`.
     pub status: String,
     pub merchant_id: Option<String>,
     pub membership_id: Option<String>,
@@ -140,12 +152,12 @@ pub struct JobView {
     pub updated_at: String,
 }
 
-impl From<&JobRow> for JobView {
-    fn from(j: &JobRow) -> Self {
+impl JobView {
+    fn of(j: &JobRow, now: i64) -> Self {
         Self {
             id: j.id.clone(),
             queue: j.queue.clone(),
-            status: j.status.as_str().to_owned(),
+            status: JobState::of(j, now).as_str().to_owned(),
             merchant_id: j.merchant_id.clone(),
             membership_id: j.membership_id.clone(),
             payload: serde_json::from_str(&j.payload).unwrap_or(serde_json::Value::Null),
@@ -180,13 +192,106 @@ pub async fn job(tx: &mut AnyConnection, id: &str) -> Result<JobDetail, ServiceE
             .collect(),
         None => Vec::new(),
     };
-    Ok(JobDetail { job: JobView::from(&job), attempts })
+    Ok(JobDetail { job: JobView::of(&job, now_ms()), attempts })
 }
 
-/// Jobs of a queue (optionally one status), newest first.
-pub async fn list_jobs(db: &Db, queue: &str, status: Option<JobStatus>, limit: i64) -> Result<Vec<JobView>, ServiceError> {
-    let rows = jobs::list_recent(&mut *db.conn().await?, queue, status, limit).await?;
-    Ok(rows.iter().map(JobView::from).collect())
+/// How many jobs match a filter, in one state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StateCount {
+    pub status: String,
+    pub count: i64,
+}
+
+/// One page of a queue's jobs matching a filter, newest first, and how many match in each state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    pub data: Vec<JobView>,
+    /// Jobs matching the filter in the states asked for (all states when none was).
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+    /// Jobs matching every filter but the status, per status.
+    pub by_status: Vec<StateCount>,
+}
+
+fn known_queue(queue: &str) -> Result<(), ServiceError> {
+    if Queue::ALL.iter().any(|q| q.as_str() == queue) { Ok(()) } else { Err(ServiceError::NotFound) }
+}
+
+/// A queue's jobs matching `filter`, newest first. 404 for an unknown queue.
+pub async fn list_jobs(db: &Db, queue: &str, filter: &JobFilter, limit: i64, offset: i64) -> Result<JobPage, ServiceError> {
+    known_queue(queue)?;
+    let now = now_ms();
+    let mut conn = db.conn().await?;
+    let rows = jobs::list_filtered(&mut conn, queue, filter, now, limit, offset).await?;
+    let counts = jobs::count_by_state(&mut conn, queue, filter, now).await?;
+    let total = counts.iter().filter(|(s, _)| filter.states.is_empty() || filter.states.contains(s)).map(|(_, n)| n).sum();
+    Ok(JobPage {
+        data: rows.iter().map(|j| JobView::of(j, now)).collect(),
+        total,
+        limit,
+        offset,
+        by_status: counts.into_iter().map(|(s, count)| StateCount { status: s.as_str().to_owned(), count }).collect(),
+    })
+}
+
+/// The newest jobs of every queue, for the dashboard's front page.
+pub async fn recent_jobs(db: &Db, limit: i64) -> Result<Vec<JobView>, ServiceError> {
+    let now = now_ms();
+    let mut conn = db.conn().await?;
+    let mut recent = Vec::new();
+    for queue in Queue::ALL {
+        recent.extend(jobs::list_filtered(&mut conn, queue.as_str(), &JobFilter::default(), now, limit, 0).await?);
+    }
+    recent.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    recent.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(recent.iter().map(|j| JobView::of(j, now)).collect())
+}
+
+/// Retries (runs now) or discards every job of a queue matching `filter` that the action can
+/// take; returns how many it changed. 404 for an unknown queue.
+pub async fn act_on_jobs(tx: &mut AnyConnection, queue: &str, filter: &JobFilter, retry: bool) -> Result<u64, ServiceError> {
+    known_queue(queue)?;
+    let changed = jobs::act_on_filtered(&mut *tx, queue, filter, retry, now_ms()).await?;
+    if retry && changed > 0 {
+        if let Some(q) = Queue::parse(queue) {
+            crate::queue::wake_workers(&mut *tx, q).await?;
+        }
+    } else if !retry {
+        crate::metrics::jobs_discarded(queue, changed);
+    }
+    Ok(changed)
+}
+
+/// One minute of a queue's graph.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GraphPoint {
+    /// The minute's start, unix milliseconds.
+    pub minute: i64,
+    /// Runs that finished a job.
+    pub done: i64,
+    /// Runs that failed (retried or dead).
+    pub failed: i64,
+    /// Median run time, milliseconds.
+    pub run_ms_p50: Option<f64>,
+    /// 95th percentile run time, milliseconds.
+    pub run_ms_p95: Option<f64>,
+}
+
+/// A queue's last hour, minute by minute (60 points, oldest first; quiet minutes are zero),
+/// from every worker's saved run counts.
+pub async fn queue_graph(db: &Db, queue: &str) -> Result<Vec<GraphPoint>, ServiceError> {
+    known_queue(queue)?;
+    let now = now_ms();
+    let first = now - now.rem_euclid(60_000) - 59 * 60_000;
+    let saved = job_minutes::since(&mut *db.conn().await?, queue, first).await?;
+    Ok((0..60)
+        .map(|i| {
+            let minute = first + i * 60_000;
+            let m = saved.iter().find(|(at, _)| *at == minute).map(|(_, m)| m.clone()).unwrap_or_default();
+            GraphPoint { minute, done: m.done, failed: m.failed, run_ms_p50: m.run_ms_quantile(0.5), run_ms_p95: m.run_ms_quantile(0.95) }
+        })
+        .collect())
 }
 
 /// Retry now: a waiting, failed or dead job runs again at once. A running job is left alone.
@@ -327,81 +432,40 @@ pub async fn unreached_buyers(db: &Db, limit: i64) -> Result<Vec<UnreachedView>,
         .collect())
 }
 
-/// Upper bounds (ms) of the attempt latency histogram.
-const LATENCY_BUCKETS_MS: [i64; 10] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
-
-/// Prometheus text exposition (format 0.0.4), computed from the shared database so that one
-/// scrape of any API process covers every worker.
+/// `/metrics`: the database-wide gauges (set from the shared database at each scrape, the same
+/// from any API process) and this process's counters and histograms, in the Prometheus text
+/// format (see [`crate::metrics`]).
 pub async fn prometheus(db: &Db) -> Result<String, ServiceError> {
+    use ::metrics::{counter, gauge};
+    crate::metrics::handle(); // installed before the gauges are set
     let now = now_ms();
     let mut conn = db.conn().await?;
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-    };
-    family("hilt_queue_jobs", "gauge", "Jobs by queue and state (pending, scheduled, running, failed, dead).");
-    let mut lines = Vec::new();
     for queue in Queue::ALL {
         let s = queue_stats(&mut conn, queue.as_str(), false, now).await?;
-        for (state, n) in [("pending", s.pending), ("scheduled", s.scheduled), ("running", s.running), ("failed", s.failed), ("dead", s.dead)] {
-            lines.push(format!("hilt_queue_jobs{{queue=\"{}\",state=\"{state}\"}} {n}\n", s.name));
+        for (state, n) in [
+            (JobState::Pending, s.pending),
+            (JobState::Scheduled, s.scheduled),
+            (JobState::Running, s.running),
+            (JobState::Retrying, s.retrying),
+            (JobState::Dead, s.dead),
+        ] {
+            gauge!("hilt_queue_jobs", "queue" => queue.as_str(), "state" => state.as_str()).set(n as f64);
         }
-        lines.push(format!("hilt_queue_oldest_waiting_seconds{{queue=\"{}\"}} {}\n", s.name, s.oldest_waiting_age_s.unwrap_or(0)));
-    }
-    let (gauges, oldest): (Vec<_>, Vec<_>) = lines.into_iter().partition(|l| l.starts_with("hilt_queue_jobs"));
-    out.push_str(&gauges.concat());
-    out.push_str("# HELP hilt_queue_oldest_waiting_seconds Age of the oldest due job not yet running.\n# TYPE hilt_queue_oldest_waiting_seconds gauge\n");
-    out.push_str(&oldest.concat());
-
-    let outcomes: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT queue, status, COUNT(*) FROM jobs WHERE status IN ('done', 'dead', 'discarded') GROUP BY queue, status ORDER BY queue, status")
-            .fetch_all(&mut *conn)
+        gauge!("hilt_queue_oldest_pending_seconds", "queue" => queue.as_str()).set(s.oldest_pending_age_s.unwrap_or(0) as f64);
+        let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(created_at) FROM jobs WHERE queue = $1 AND status IN ('queued', 'running') AND (run_at <= $2 OR failures > 0 OR status = 'running')")
+            .bind(queue.as_str())
+            .bind(now)
+            .fetch_one(&mut *conn)
             .await?;
-    out.push_str("# HELP hilt_jobs_finished_total Jobs finished, by queue and outcome.\n# TYPE hilt_jobs_finished_total counter\n");
-    for (queue, status, n) in outcomes {
-        out.push_str(&format!("hilt_jobs_finished_total{{queue=\"{queue}\",outcome=\"{status}\"}} {n}\n"));
+        gauge!("hilt_outbox_lag_seconds", "queue" => queue.as_str()).set(oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0));
     }
-
-    let deliveries: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT provider, outcome, COALESCE(error_code, ''), COUNT(*) FROM delivery_attempts WHERE outcome IS NOT NULL \
-         GROUP BY provider, outcome, error_code ORDER BY provider, outcome",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    out.push_str("# HELP hilt_delivery_attempts_total Delivery attempts by provider, outcome and error code.\n# TYPE hilt_delivery_attempts_total counter\n");
-    for (provider, outcome, code, n) in deliveries {
-        out.push_str(&format!("hilt_delivery_attempts_total{{provider=\"{provider}\",outcome=\"{outcome}\",error_code=\"{code}\"}} {n}\n"));
-    }
-
-    out.push_str("# HELP hilt_delivery_attempt_duration_seconds Provider call latency of delivery attempts.\n# TYPE hilt_delivery_attempt_duration_seconds histogram\n");
-    let providers: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT provider, COUNT(*), CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT) FROM delivery_attempts WHERE duration_ms IS NOT NULL GROUP BY provider ORDER BY provider",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    for (provider, count, sum_ms) in providers {
-        for bound in LATENCY_BUCKETS_MS {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts WHERE provider = $1 AND duration_ms <= $2")
-                .bind(&provider)
-                .bind(bound)
-                .fetch_one(&mut *conn)
-                .await?;
-            out.push_str(&format!(
-                "hilt_delivery_attempt_duration_seconds_bucket{{provider=\"{provider}\",le=\"{}\"}} {n}\n",
-                bound as f64 / 1000.0
-            ));
-        }
-        out.push_str(&format!("hilt_delivery_attempt_duration_seconds_bucket{{provider=\"{provider}\",le=\"+Inf\"}} {count}\n"));
-        out.push_str(&format!("hilt_delivery_attempt_duration_seconds_sum{{provider=\"{provider}\"}} {}\n", sum_ms as f64 / 1000.0));
-        out.push_str(&format!("hilt_delivery_attempt_duration_seconds_count{{provider=\"{provider}\"}} {count}\n"));
-    }
-    out.push_str("# HELP hilt_pruned_rows_total Rows pruned after HILT_RETENTION, by table.\n# TYPE hilt_pruned_rows_total counter\n");
+    let review: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE delivery_status = 'manual_review'").fetch_one(&mut *conn).await?;
+    gauge!("hilt_manual_review_memberships").set(review as f64);
+    gauge!("hilt_workers_live").set(workers::live(&mut conn, now - 30_000).await?.len() as f64);
     for (table, n) in crate::storage::retention::pruned_totals(&mut conn).await? {
-        out.push_str(&format!("hilt_pruned_rows_total{{table=\"{table}\"}} {n}\n"));
+        counter!("hilt_pruned_rows_total", "table" => table).absolute(u64::try_from(n).unwrap_or(0));
     }
-    let live = workers::live(&mut conn, now - 30_000).await?.len();
-    out.push_str(&format!("# HELP hilt_workers_live Workers that heartbeated in the last 30 s.\n# TYPE hilt_workers_live gauge\nhilt_workers_live {live}\n"));
-    Ok(out)
+    Ok(crate::metrics::render())
 }
 
 /// One operations action in the audit log (`GET /v1/ops/audit`, the dashboard).
@@ -443,4 +507,109 @@ pub async fn audit_log(db: &Db, limit: i64, offset: i64) -> Result<(Vec<AuditEnt
         .map(|r| AuditEntry { id: r.id, at: rfc3339(r.at), actor: r.actor, action: r.action, target: r.target, source: r.source })
         .collect();
     Ok((entries, total))
+}
+
+/// Everything an operator needs about one membership: the timeline behind a manual-review row.
+#[derive(Debug)]
+pub struct MembershipTimeline {
+    pub membership: crate::storage::memberships::MembershipRow,
+    /// Every delivery and removal attempt, oldest first.
+    pub attempts: Vec<AttemptView>,
+    /// Every job for the membership, oldest first.
+    pub jobs: Vec<JobView>,
+    /// Events, oldest first: `(type, RFC 3339)`.
+    pub events: Vec<(String, String)>,
+    /// The linked support ticket: `(id, subject, status)`.
+    pub ticket: Option<(String, String, String)>,
+}
+
+pub async fn membership_timeline(conn: &mut AnyConnection, id: &str) -> Result<MembershipTimeline, ServiceError> {
+    use crate::storage::{events, memberships, support};
+    let membership = memberships::get_any(&mut *conn, id).await?.ok_or(ServiceError::NotFound)?;
+    let now = now_ms();
+    let attempts = attempts::list_for_membership(&mut *conn, id).await?.iter().map(AttemptView::from).collect();
+    let jobs = jobs::list_for_membership(&mut *conn, id).await?.iter().map(|j| JobView::of(j, now)).collect();
+    let events = events::list_for_membership(&mut *conn, id).await?.into_iter().map(|e| (e.kind, rfc3339(e.created_at))).collect();
+    let ticket = match &membership.support_ticket_id {
+        Some(t) => support::get_any(&mut *conn, t).await?.map(|t| (t.id, t.subject, t.status)),
+        None => None,
+    };
+    Ok(MembershipTimeline { membership, attempts, jobs, events, ticket })
+}
+
+/// Where an operator's search leads.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchHit {
+    /// `job`, `membership`, `payment`, `ticket` or `attempt`.
+    pub kind: String,
+    pub id: String,
+    /// What it is, in a few words.
+    pub summary: String,
+    /// The /ops page to open.
+    pub page: String,
+}
+
+/// Finds what `q` names: a job, membership, payment, ticket or attempt id (by its prefix), or
+/// the memberships of a buyer by handle (`@` optional), Telegram user id or Discord user id,
+/// across merchants. At most 50 hits.
+pub async fn search(conn: &mut AnyConnection, q: &str) -> Result<Vec<SearchHit>, ServiceError> {
+    let q = q.trim();
+    let hit = |kind: &str, id: &str, summary: String, page: String| SearchHit { kind: kind.into(), id: id.into(), summary, page };
+    let membership_page = |id: &str| format!("/ops/memberships/{id}");
+    let found = match q.split_once('_').map(|(prefix, _)| prefix) {
+        Some("job") => jobs::get(&mut *conn, q).await?.map(|j| {
+            let state = JobState::of(&j, now_ms());
+            hit("job", q, format!("{} job, {state}", j.queue), format!("/ops/jobs/{q}"))
+        }),
+        Some("mem") => crate::storage::memberships::get_any(&mut *conn, q)
+            .await?
+            .map(|m| hit("membership", q, format!("{} membership, delivery {}", m.platform, m.delivery_status), membership_page(q))),
+        Some("pay") => {
+            let row: Option<(String, Option<String>)> =
+                sqlx::query_as("SELECT status, membership_id FROM payments WHERE id = $1").bind(q).fetch_optional(&mut *conn).await?;
+            row.map(|(status, membership)| {
+                let page = membership.as_deref().map_or_else(|| "/ops".to_owned(), membership_page);
+                hit("payment", q, format!("payment, {status}"), page)
+            })
+        }
+        Some("tkt") => crate::storage::support::get_any(&mut *conn, q).await?.map(|t| {
+            let page = t.membership_id.as_deref().map_or_else(|| "/ops".to_owned(), membership_page);
+            hit("ticket", q, format!("ticket \u{201c}{}\u{201d}, {}", t.subject, t.status), page)
+        }),
+        Some("att") => {
+            let row: Option<(Option<String>, String)> =
+                sqlx::query_as("SELECT job_id, membership_id FROM delivery_attempts WHERE id = $1").bind(q).fetch_optional(&mut *conn).await?;
+            row.map(|(job, membership)| {
+                let page = job.map_or_else(|| membership_page(&membership), |j| format!("/ops/jobs/{j}"));
+                hit("attempt", q, "delivery attempt".into(), page)
+            })
+        }
+        _ => None,
+    };
+    if let Some(found) = found {
+        return Ok(vec![found]);
+    }
+    let buyer = q.trim_start_matches('@').to_lowercase();
+    if buyer.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Joined to merchants, so each merchant's part reads its lookup index (migration 0014).
+    let number = q.parse::<i64>().ok();
+    let by_user = if number.is_some() { "m.discord_user_id = $1 OR m.telegram_user_id = $3" } else { "m.discord_user_id = $1" };
+    let sql = format!(
+        "SELECT m.id, m.platform, m.delivery_status, m.handle FROM merchants x JOIN memberships m ON m.merchant_id = x.id \
+         WHERE {by_user} OR LOWER(LTRIM(COALESCE(m.handle, ''), '@')) = $2 ORDER BY m.created_at DESC LIMIT 50"
+    );
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(q).bind(&buyer);
+    if let Some(n) = number {
+        query = query.bind(n);
+    }
+    let rows: Vec<(String, String, String, Option<String>)> = query.fetch_all(&mut *conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, platform, delivery, handle)| {
+            let who = handle.map(|h| format!(" of {h}")).unwrap_or_default();
+            hit("membership", &id, format!("{platform} membership{who}, delivery {delivery}"), membership_page(&id))
+        })
+        .collect())
 }

@@ -329,29 +329,233 @@ pub async fn discard_waiting_with_payload(conn: &mut AnyConnection, queue: &str,
     Ok(done.rows_affected())
 }
 
-/// Jobs of a queue, newest first (by `updated_at`), at most `limit`; one status or all. Each
-/// status is read through its own partial index, so the engine's hot path keeps no index
-/// ordered for dashboards.
-pub async fn list_recent(conn: &mut AnyConnection, queue: &str, status: Option<JobStatus>, limit: i64) -> Result<Vec<JobRow>, sqlx::Error> {
-    let statuses = match status {
-        Some(status) => vec![status],
-        None => JobStatus::ALL.to_vec(),
-    };
+/// What operators see a job as: the one vocabulary of the dashboard, `/v1/ops` (filters
+/// included), `/metrics` and `docs/JOBS.md`. A `queued` row is `pending` (due, waiting for a
+/// worker), `scheduled` (first run in the future) or `retrying` (failed at least once, waiting
+/// for its next run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    Pending,
+    Scheduled,
+    Running,
+    Retrying,
+    Done,
+    Dead,
+    Discarded,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 7] = [
+        JobState::Pending,
+        JobState::Scheduled,
+        JobState::Running,
+        JobState::Retrying,
+        JobState::Done,
+        JobState::Dead,
+        JobState::Discarded,
+    ];
+    /// What an operator's retry can take: anything not running and not done.
+    pub const RETRYABLE: [JobState; 5] = [JobState::Pending, JobState::Scheduled, JobState::Retrying, JobState::Dead, JobState::Discarded];
+    /// What an operator's discard can take: anything waiting, and dead jobs.
+    pub const DISCARDABLE: [JobState; 4] = [JobState::Pending, JobState::Scheduled, JobState::Retrying, JobState::Dead];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Scheduled => "scheduled",
+            JobState::Running => "running",
+            JobState::Retrying => "retrying",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+            JobState::Discarded => "discarded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// The names, for error messages: "pending, scheduled, …".
+    pub fn names() -> String {
+        Self::ALL.map(JobState::as_str).join(", ")
+    }
+
+    /// The state of a row at `now` (unix milliseconds).
+    pub fn of(job: &JobRow, now: i64) -> Self {
+        match job.status {
+            JobStatus::Queued if job.failures > 0 => JobState::Retrying,
+            JobStatus::Queued if job.run_at > now => JobState::Scheduled,
+            JobStatus::Queued => JobState::Pending,
+            JobStatus::Running => JobState::Running,
+            JobStatus::Done => JobState::Done,
+            JobStatus::Dead => JobState::Dead,
+            JobStatus::Discarded => JobState::Discarded,
+        }
+    }
+
+    /// The SQL condition for rows in this state; `now` names the parameter holding the time.
+    /// Each reads through its status's partial index.
+    fn condition(self, now: &str) -> String {
+        match self {
+            JobState::Pending => format!("status = 'queued' AND failures = 0 AND run_at <= {now}"),
+            JobState::Scheduled => format!("status = 'queued' AND failures = 0 AND run_at > {now}"),
+            JobState::Retrying => "status = 'queued' AND failures > 0".to_owned(),
+            JobState::Running => "status = 'running'".to_owned(),
+            JobState::Done => "status = 'done'".to_owned(),
+            JobState::Dead => "status = 'dead'".to_owned(),
+            JobState::Discarded => "status = 'discarded'".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which jobs of a queue an operator looks at, or acts on in bulk. Every filter is optional.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Empty: every state.
+    pub states: Vec<JobState>,
+    pub merchant_id: Option<String>,
+    /// The membership's platform: `telegram` or `discord`.
+    pub provider: Option<String>,
+    /// The last error starts with this (error codes come first: `bot_blocked`, `http_502: …`).
+    pub error_code: Option<String>,
+    /// Last changed at or after, unix milliseconds.
+    pub since: Option<i64>,
+    /// Last changed before, unix milliseconds.
+    pub until: Option<i64>,
+}
+
+enum Bound {
+    Text(String),
+    Int(i64),
+}
+
+/// A statement over `jobs` with its bound values, built from a [`JobFilter`].
+struct Filtered {
+    conditions: Vec<String>,
+    values: Vec<Bound>,
+    now: i64,
+}
+
+impl Filtered {
+    fn new(queue: &str, filter: &JobFilter, now: i64) -> Self {
+        let mut f = Filtered { conditions: Vec::new(), values: Vec::new(), now };
+        let queue = f.bind(Bound::Text(queue.to_owned()));
+        f.conditions.push(format!("queue = {queue}"));
+        if let Some(m) = &filter.merchant_id {
+            let p = f.bind(Bound::Text(m.clone()));
+            f.conditions.push(format!("merchant_id = {p}"));
+        }
+        if let Some(provider) = &filter.provider {
+            let p = f.bind(Bound::Text(provider.clone()));
+            f.conditions.push(format!("membership_id IN (SELECT id FROM memberships WHERE platform = {p})"));
+        }
+        if let Some(code) = &filter.error_code {
+            let escaped = code.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let p = f.bind(Bound::Text(format!("{escaped}%")));
+            f.conditions.push(format!("last_error LIKE {p} ESCAPE '\\'"));
+        }
+        if let Some(since) = filter.since {
+            let p = f.bind(Bound::Int(since));
+            f.conditions.push(format!("updated_at >= {p}"));
+        }
+        if let Some(until) = filter.until {
+            let p = f.bind(Bound::Int(until));
+            f.conditions.push(format!("updated_at < {p}"));
+        }
+        f
+    }
+
+    fn bind(&mut self, value: Bound) -> String {
+        self.values.push(value);
+        format!("${}", self.values.len())
+    }
+
+    /// The conditions, with rows in one of `states`; binds `now` when a state needs it.
+    fn in_states(&mut self, states: &[JobState]) -> String {
+        let now = if states.iter().any(|s| matches!(s, JobState::Pending | JobState::Scheduled)) {
+            self.bind(Bound::Int(self.now))
+        } else {
+            String::new()
+        };
+        let any: Vec<String> = states.iter().map(|s| format!("({})", s.condition(&now))).collect();
+        format!("{} AND ({})", self.conditions.join(" AND "), any.join(" OR "))
+    }
+}
+
+macro_rules! bind_all {
+    ($query:expr, $values:expr) => {{
+        let mut q = $query;
+        for value in $values {
+            q = match value {
+                Bound::Text(t) => q.bind(t.clone()),
+                Bound::Int(n) => q.bind(*n),
+            };
+        }
+        q
+    }};
+}
+
+/// Jobs of a queue matching `filter`, newest first (by `updated_at`): `limit` from `offset`, and
+/// how many match in each state. Each state is read through its own partial index, so the
+/// engine's hot path keeps no index ordered for dashboards.
+pub async fn list_filtered(
+    conn: &mut AnyConnection,
+    queue: &str,
+    filter: &JobFilter,
+    now: i64,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<JobRow>, sqlx::Error> {
+    let states = if filter.states.is_empty() { JobState::ALL.to_vec() } else { filter.states.clone() };
     let mut rows = Vec::new();
-    for status in statuses {
-        let newest: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM jobs WHERE queue = $1 AND status = $2 ORDER BY updated_at DESC, id LIMIT $3"
-        )))
-        .bind(queue)
-        .bind(status.as_str())
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
+    for state in states {
+        let mut f = Filtered::new(queue, filter, now);
+        let conditions = f.in_states(&[state]);
+        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE {conditions} ORDER BY updated_at DESC, id LIMIT ${}", f.values.len() + 1);
+        let newest: Vec<JobRow> = bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &f.values).bind(offset + limit).fetch_all(&mut *conn).await?;
         rows.extend(newest);
     }
     rows.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then_with(|| a.id.cmp(&b.id)));
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    Ok(rows)
+    Ok(rows.into_iter().skip(usize::try_from(offset).unwrap_or(0)).take(usize::try_from(limit).unwrap_or(0)).collect())
+}
+
+/// How many jobs of a queue match `filter` (its `states` ignored), in each state.
+pub async fn count_by_state(conn: &mut AnyConnection, queue: &str, filter: &JobFilter, now: i64) -> Result<Vec<(JobState, i64)>, sqlx::Error> {
+    let mut counts = Vec::new();
+    for state in JobState::ALL {
+        let mut f = Filtered::new(queue, filter, now);
+        let sql = format!("SELECT COUNT(*) FROM jobs WHERE {}", f.in_states(&[state]));
+        counts.push((state, bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), &f.values).fetch_one(&mut *conn).await?));
+    }
+    Ok(counts)
+}
+
+/// An operator's bulk action on the jobs of a queue matching `filter`, limited to the states
+/// the action can take: retry (queued, due now) or discard. Returns how many jobs it changed.
+pub async fn act_on_filtered(
+    conn: &mut AnyConnection,
+    queue: &str,
+    filter: &JobFilter,
+    retry: bool,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    let allowed: &[JobState] = if retry { &JobState::RETRYABLE } else { &JobState::DISCARDABLE };
+    let states: Vec<JobState> = allowed.iter().copied().filter(|s| filter.states.is_empty() || filter.states.contains(s)).collect();
+    if states.is_empty() {
+        return Ok(0);
+    }
+    let mut f = Filtered::new(queue, filter, now);
+    let conditions = f.in_states(&states);
+    let at = f.bind(Bound::Int(now));
+    let set = if retry { format!("status = 'queued', run_at = {at}, updated_at = {at}") } else { format!("status = 'discarded', updated_at = {at}") };
+    let sql = format!("UPDATE jobs SET {set} WHERE {conditions}");
+    Ok(bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), &f.values).execute(conn).await?.rows_affected())
 }
 
 /// An operator's "retry now"; false if the job is running or finished successfully.

@@ -4,6 +4,7 @@
 pub mod attempts;
 pub mod events;
 pub mod idempotency;
+pub mod job_minutes;
 pub mod jobs;
 pub mod leases;
 pub mod memberships;

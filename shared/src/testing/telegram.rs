@@ -209,6 +209,11 @@ impl FakeTelegram {
         self.lock().users.entry(user_id).or_default().blocked = true;
     }
 
+    /// The user unblocked the bot: DMs reach them again.
+    pub fn unblock_bot(&self, user_id: i64) {
+        self.lock().users.entry(user_id).or_default().blocked = false;
+    }
+
     /// Puts a user in a chat with a status (`member`, `administrator`, `creator`, `restricted`,
     /// `left`, `kicked`). The user becomes known to Telegram (not started unless added so).
     pub fn add_member(&self, chat_id: i64, user_id: i64, status: &str) {

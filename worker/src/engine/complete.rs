@@ -2,7 +2,7 @@
 //! whatever arrived while the previous one was committing, so a quiet worker commits each job
 //! at once and a busy one commits hundreds per transaction. No provider call is ever made here.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use hilt_shared::{
     clock::now_ms,
@@ -24,6 +24,8 @@ const QUEUE_DEPTH: usize = MAX_BATCH;
 struct Completion {
     job: JobRow,
     outcome: Outcome,
+    /// How long the run took.
+    ran: Duration,
 }
 
 /// Where job handlers send outcomes; cheap to clone.
@@ -47,9 +49,9 @@ impl Completer {
     }
 
     /// Hands over a job's outcome; waits while its lane is `QUEUE_DEPTH` behind.
-    pub async fn send(&self, job: JobRow, outcome: Outcome) {
+    pub async fn send(&self, job: JobRow, outcome: Outcome, ran: Duration) {
         let lane = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.lanes.len();
-        if self.lanes[lane].send(Completion { job, outcome }).await.is_err() {
+        if self.lanes[lane].send(Completion { job, outcome, ran }).await.is_err() {
             // Stopped: the job stays `running` under our lease and is handed back at shutdown.
             tracing::warn!("completer stopped; outcome dropped, the job will run again");
         }
@@ -57,8 +59,8 @@ impl Completer {
 }
 
 /// Writes one job's outcome at once, outside any completer (`run_once`).
-pub async fn complete_now(ctx: &JobContext, job: JobRow, outcome: Outcome) {
-    complete(ctx, vec![Completion { job, outcome }]).await;
+pub async fn complete_now(ctx: &JobContext, job: JobRow, outcome: Outcome, ran: Duration) {
+    complete(ctx, vec![Completion { job, outcome, ran }]).await;
 }
 
 async fn complete_loop(ctx: Arc<JobContext>, mut rx: mpsc::Receiver<Completion>, mut stop: watch::Receiver<bool>) {
@@ -95,12 +97,21 @@ async fn complete(ctx: &JobContext, batch: Vec<Completion>) {
 async fn complete_batch(ctx: &JobContext, batch: &[Completion]) {
     let (db, worker_id) = (&ctx.db, ctx.worker_id.as_str());
     match complete_together(db, worker_id, batch).await {
-        Ok(true) => return,
-        Ok(false) => tracing::info!(jobs = batch.len(), "a job's lease was lost; completing the batch job by job"),
+        Ok(Some((finishes, now))) => {
+            for (completion, finish) in batch.iter().zip(&finishes) {
+                ctx.runs.record(&completion.job.queue, finish, completion.ran, now);
+            }
+            return;
+        }
+        Ok(None) => tracing::info!(jobs = batch.len(), "a job's lease was lost; completing the batch job by job"),
         Err(e) => tracing::warn!(jobs = batch.len(), error = %e, "batch completion failed; completing job by job"),
     }
     for completion in batch {
-        if let Err(e) = complete_alone(db, worker_id, completion).await {
+        let written = complete_alone(db, worker_id, completion).await;
+        if let Ok(Some((finish, now))) = &written {
+            ctx.runs.record(&completion.job.queue, finish, completion.ran, *now);
+        }
+        if let Err(e) = written {
             let job = &completion.job;
             // Our own failure (database, bug), not the provider's: again after a backoff, on the
             // internal-error budget. If even this fails, the lease expires and the sweeper
@@ -115,12 +126,14 @@ async fn complete_batch(ctx: &JobContext, batch: &[Completion]) {
     }
 }
 
-/// True when every job was still ours and all outcomes committed together.
-async fn complete_together(db: &Db, worker_id: &str, batch: &[Completion]) -> anyhow::Result<bool> {
+/// Each job's finish and the time, when every job was still ours and all outcomes committed
+/// together; `None` when a lease was lost.
+async fn complete_together(db: &Db, worker_id: &str, batch: &[Completion]) -> anyhow::Result<Option<(Vec<Finish>, i64)>> {
     let now = now_ms();
     let mut tx = db.begin().await?;
     let mut done = Vec::with_capacity(batch.len());
-    for Completion { job, outcome } in batch {
+    let mut finishes = Vec::with_capacity(batch.len());
+    for Completion { job, outcome, .. } in batch {
         let finish = match outcome {
             Outcome::Finish(finish) => finish.clone(),
             Outcome::Record(record) => record.record(&mut tx, now).await?,
@@ -128,17 +141,19 @@ async fn complete_together(db: &Db, worker_id: &str, batch: &[Completion]) -> an
         if finish == Finish::Done {
             done.push(job.id.as_str());
         } else if !jobs::finish(&mut tx, &job.id, worker_id, &finish, now).await? {
-            return Ok(false);
+            return Ok(None);
         }
+        finishes.push(finish);
     }
     if jobs::finish_done(&mut tx, &done, worker_id, now).await?.len() != done.len() {
-        return Ok(false);
+        return Ok(None);
     }
     tx.commit().await?;
-    Ok(true)
+    Ok(Some((finishes, now)))
 }
 
-async fn complete_alone(db: &Db, worker_id: &str, Completion { job, outcome }: &Completion) -> anyhow::Result<()> {
+/// The job's finish and the time, when it was written.
+async fn complete_alone(db: &Db, worker_id: &str, Completion { job, outcome, .. }: &Completion) -> anyhow::Result<Option<(Finish, i64)>> {
     let now = now_ms();
     let mut tx = db.begin().await?;
     let (finish, keep) = match outcome {
@@ -147,8 +162,8 @@ async fn complete_alone(db: &Db, worker_id: &str, Completion { job, outcome }: &
     };
     if jobs::finish(&mut tx, &job.id, worker_id, &finish, now).await? || keep {
         tx.commit().await?;
-    } else {
-        tracing::warn!(job.id = %job.id, job.queue = %job.queue, "job lease lost before its outcome was written; the outcome is left to whoever holds the job now");
+        return Ok(Some((finish, now)));
     }
-    Ok(())
+    tracing::warn!(job.id = %job.id, job.queue = %job.queue, "job lease lost before its outcome was written; the outcome is left to whoever holds the job now");
+    Ok(None)
 }

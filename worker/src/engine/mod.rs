@@ -19,6 +19,7 @@ pub mod complete;
 pub mod fetch;
 pub mod listen;
 pub mod run;
+pub mod stats;
 pub mod sweep;
 pub mod upkeep;
 
@@ -41,8 +42,9 @@ pub async fn run_once(ctx: &JobContext, job_id: &str) -> anyhow::Result<bool> {
     let now = hilt_shared::clock::now_ms();
     let claimed = hilt_shared::storage::jobs::claim_one(&mut *ctx.db.conn().await?, job_id, &ctx.worker_id, now, ctx.lease_ms()).await?;
     let Some(job) = claimed else { return Ok(false) };
+    let started = std::time::Instant::now();
     let outcome = crate::jobs::execute(ctx, &job).await;
-    complete::complete_now(ctx, job, outcome).await;
+    complete::complete_now(ctx, job, outcome, started.elapsed()).await;
     Ok(true)
 }
 

@@ -96,6 +96,7 @@ pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> +
     let handed_back = jobs::release_worker(&mut tx, &ctx.worker_id, now).await?;
     sweep::put_back(&mut tx, &handed_back, now).await?;
     workers::mark_stopped(&mut tx, &ctx.worker_id, now).await?;
+    ctx.runs.flush(&mut tx, &ctx.worker_id, now).await?;
     // The periodic duties this worker held pass to another worker at once, not when they expire.
     for lease in [sweep::LEASE_NAME, crate::renewal::LEASE_NAME, crate::retention::LEASE_NAME] {
         leases::release(&mut tx, lease, &ctx.worker_id).await?;
@@ -116,6 +117,7 @@ async fn handle(job: JobRow, runtime: Data<Runtime>) -> Result<(), BoxDynError> 
         membership.id = job.membership_id.as_deref().unwrap_or(""),
         worker.id = %runtime.ctx.worker_id,
     );
+    let started = std::time::Instant::now();
     let run = std::panic::AssertUnwindSafe(crate::jobs::execute(&runtime.ctx, &job).instrument(span));
     let outcome = match futures::FutureExt::catch_unwind(run).await {
         Ok(outcome) => outcome,
@@ -124,6 +126,6 @@ async fn handle(job: JobRow, runtime: Data<Runtime>) -> Result<(), BoxDynError> 
             super::Outcome::internal_error(&runtime.ctx, &job, "the job panicked")
         }
     };
-    runtime.completer.send(job, outcome).await;
+    runtime.completer.send(job, outcome, started.elapsed()).await;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Upkeep, every third of the lease: the leases of the jobs this worker holds are renewed once
 //! a third of them has passed (and the membership attempt locks with them) in two statements,
-//! and the worker's heartbeat.
+//! the worker's heartbeat, and its run counts per minute (`job_minutes`, for the /ops graphs).
 
 use std::sync::Arc;
 
@@ -36,5 +36,5 @@ async fn tick(ctx: &JobContext) -> Result<(), sqlx::Error> {
         jobs::renew_leases(&mut conn, &ctx.worker_id, &ids, now + ctx.lease_ms(), due).await?;
     }
     workers::heartbeat(&mut conn, &ctx.worker_id, now).await?;
-    Ok(())
+    ctx.runs.flush(&mut conn, &ctx.worker_id, now).await
 }

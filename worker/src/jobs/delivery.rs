@@ -1,14 +1,15 @@
 //! Delivery: hand over access after a payment (SPEC §6), record every attempt, and decide the
 //! next step — delivered, retry on the schedule, or manual review with a support ticket.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use hilt_shared::{
+    metrics,
     clock::now_ms,
     domain::Platform,
     providers::{ErrorClass, ProviderError},
-    queue::{DeliveryJob, Queue},
+    queue::{DeliveryJob, Queue, Trigger},
     service::delivery::{self, Delivered, DeliveryAttempt, no_delivery_needed},
     storage::{
         attempts::AttemptRow,
@@ -120,8 +121,18 @@ impl Job for Delivery {
         let span = tracing::info_span!("attempt", attempt.id = %attempt.id, provider = plan.provider());
         let result = provider_result(hand_over(ctx, &plan, &membership, &product, &attempt.id).instrument(span).await)?;
         attempt.duration_ms = Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
-        if let Err(e) = &result {
-            ctx.auth_breaker.record(plan.provider(), e.http_status);
+        match &result {
+            Ok(_) => {
+                metrics::delivery_attempt(plan.provider(), "succeeded", "", started.elapsed());
+                if intent.trigger == Trigger::Automatic {
+                    // The job was written in the transaction that confirmed the payment.
+                    metrics::delivered(Duration::from_millis(u64::try_from(now_ms() - job.created_at).unwrap_or(0)));
+                }
+            }
+            Err(e) => {
+                metrics::delivery_attempt(plan.provider(), "failed", &e.code, started.elapsed());
+                ctx.auth_breaker.record(plan.provider(), e.http_status);
+            }
         }
 
         // 3. The outcome and the next step, written by the completer.

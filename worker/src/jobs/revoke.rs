@@ -104,8 +104,12 @@ impl Job for Revoke {
         let span = tracing::info_span!("attempt", attempt.id = %attempt.id, provider = plan.provider());
         let result = provider_result(remove(ctx, &plan, &intent.membership_id).instrument(span).await)?;
         attempt.duration_ms = Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
-        if let Err(e) = &result {
-            ctx.auth_breaker.record(plan.provider(), e.http_status);
+        match &result {
+            Ok(_) => hilt_shared::metrics::delivery_attempt(plan.provider(), "succeeded", "", started.elapsed()),
+            Err(e) => {
+                hilt_shared::metrics::delivery_attempt(plan.provider(), "failed", &e.code, started.elapsed());
+                ctx.auth_breaker.record(plan.provider(), e.http_status);
+            }
         }
         Ok(Outcome::record(RevokeAttempt { failures: job.failures, attempt, result, retry_schedule: ctx.tuning.retry_schedule.clone() }))
     }
