@@ -2,7 +2,8 @@
 //! unless `HILT_TEST_DATABASE_URL` is set when they are built; the PgBouncer test also needs
 //! `HILT_TEST_PGBOUNCER_URL`; the fault tests that stop a PostgreSQL of their own need its
 //! server binaries in `HILT_TEST_PG_BINDIR` (`initdb`, `pg_ctl`), and the partition test also
-//! `HILT_TEST_NETNS=1` (root, `ip netns`).
+//! `HILT_TEST_NETNS=1` (root, `ip netns`); the /ops browser test needs `HILT_TEST_CHROMEDRIVER`
+//! (Debian's chromedriver, with chromium beside it).
 
 fn main() {
     // PostgreSQL tests, and the one that also needs a PgBouncer in front of it.
@@ -18,6 +19,12 @@ fn main() {
     println!("cargo::rerun-if-env-changed=HILT_TEST_NETNS");
     if std::env::var("HILT_TEST_NETNS").is_ok_and(|v| v == "1") {
         println!("cargo::rustc-cfg=hilt_test_netns");
+    }
+    // The /ops browser test drives Debian's chromium through this chromedriver.
+    println!("cargo::rustc-check-cfg=cfg(hilt_test_browser)");
+    println!("cargo::rerun-if-env-changed=HILT_TEST_CHROMEDRIVER");
+    if std::env::var("HILT_TEST_CHROMEDRIVER").is_ok_and(|path| std::path::Path::new(&path).exists()) {
+        println!("cargo::rustc-cfg=hilt_test_browser");
     }
     println!("cargo::rustc-check-cfg=cfg(hilt_test_private_postgres)");
     println!("cargo::rerun-if-env-changed=HILT_TEST_PG_BINDIR");

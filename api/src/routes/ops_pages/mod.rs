@@ -293,7 +293,7 @@ pub async fn queue_page(
                     @for p in ["", "telegram", "discord"] { option value=(p) selected[value("provider") == p] { (if p.is_empty() { "any" } else { p }) } }
                 }
             }
-            label { "error code" input name="error_code" value=(value("error_code")) size="16" placeholder="bot_blocked"; }
+            label { "error code" input name="error_code" value=(value("error_code")) size="16" placeholder="user_blocked_bot"; }
             label { "changed since" input name="since" value=(value("since")) size="12" placeholder="1h or RFC 3339"; }
             label { "until" input name="until" value=(value("until")) size="12"; }
             button { "Filter" }

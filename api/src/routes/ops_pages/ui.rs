@@ -134,11 +134,12 @@ pub fn runs_graph(points: &[GraphPoint]) -> Markup {
 pub fn run_time_graph(points: &[GraphPoint]) -> Markup {
     let max = points.iter().filter_map(|p| p.run_ms_p95).fold(1.0_f64, f64::max);
     let step = (WIDTH - PAD) / points.len().max(1) as f64;
+    let y = |v: f64| HEIGHT - PAD / 2.0 - v / max * (HEIGHT - PAD);
     let line = |pick: fn(&GraphPoint) -> Option<f64>| -> String {
         points
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| pick(p).map(|v| format!("{},{}", fmt(PAD + (i as f64 + 0.4) * step), fmt(HEIGHT - PAD / 2.0 - v / max * (HEIGHT - PAD)))))
+            .filter_map(|(i, p)| pick(p).map(|v| format!("{},{}", fmt(PAD + (i as f64 + 0.4) * step), fmt(y(v)))))
             .collect::<Vec<_>>()
             .join(" ")
     };
@@ -147,6 +148,12 @@ pub fn run_time_graph(points: &[GraphPoint]) -> Markup {
             (axes(max, "ms"))
             polyline.p95 points=(line(|p| p.run_ms_p95)) {}
             polyline.p50 points=(line(|p| p.run_ms_p50)) {}
+            // Dots too: a minute with runs between quiet minutes is a line of one point.
+            @for (i, p) in points.iter().enumerate() {
+                @let x = fmt(PAD + (i as f64 + 0.4) * step);
+                @if let Some(v) = p.run_ms_p95 { circle.p95 cx=(x) cy=(fmt(y(v))) r="2" { title { "p95 " (fmt(v)) " ms" } } }
+                @if let Some(v) = p.run_ms_p50 { circle.p50 cx=(x) cy=(fmt(y(v))) r="2" { title { "p50 " (fmt(v)) " ms" } } }
+            }
         }
     }
 }
@@ -169,7 +176,7 @@ fn fmt(v: f64) -> String {
 const CSS: &str = "\
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f7f8fa}\
 header{background:#1d2330;color:#fff;padding:.5rem 1rem;display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:center;justify-content:space-between}\
-header a{color:#dbe4ff;margin-right:.8rem;text-decoration:none} header a:hover{text-decoration:underline}\
+header nav{display:flex;flex-wrap:wrap;gap:.2rem .8rem} header a{color:#dbe4ff;text-decoration:none} header a:hover{text-decoration:underline}\
 header input{width:min(26rem,70vw);padding:.25rem .4rem}\
 main{padding:0 1rem 2rem;max-width:80rem}\
 h1{font-size:1.3rem} h2{font-size:1.05rem;margin-top:1.6rem}\
@@ -186,9 +193,10 @@ form.inline{display:inline} button{font:inherit;padding:.15rem .7rem;cursor:poin
 .tabs a.on{background:#1d2330;color:#fff}\
 .graphs{display:grid;grid-template-columns:repeat(auto-fit,minmax(18rem,1fr));gap:1rem}\
 svg.graph{width:100%;height:auto;background:#fff;box-shadow:0 1px 2px #0001} svg text{font-size:10px;fill:#6b7280}\
-.axis{stroke:#9ca3af} rect.done{fill:#22c55e} rect.failed{fill:#ef4444} polyline{fill:none;stroke-width:2} .p50{stroke:#3b82f6} .p95{stroke:#f97316}\
+.axis{stroke:#9ca3af} rect.done{fill:#22c55e} rect.failed{fill:#ef4444} polyline{fill:none;stroke-width:2} polyline.p50{stroke:#3b82f6} polyline.p95{stroke:#f97316} circle.p50{fill:#3b82f6} circle.p95{fill:#f97316}\
 @media (max-width:640px){thead{display:none} table,tbody,tr,td{display:block;width:auto} tr{margin:.5rem 0;box-shadow:0 1px 2px #0002}\
-td{border:0;padding:.2rem .6rem} td::before{content:attr(data-label);display:block;font-size:11px;color:#6b7280}}";
+td{border:0;padding:.15rem .6rem;display:flex;justify-content:space-between;gap:1rem;text-align:right}\
+td::before{content:attr(data-label);flex:none;font-size:12px;color:#6b7280;text-align:left}}";
 
 /// Relative times, confirmation before an action, and the in-place refresh of `#live`
 /// (skipped while the operator types, or the tab is hidden).
