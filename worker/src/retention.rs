@@ -1,5 +1,6 @@
 //! Retention: history older than `HILT_RETENTION` (finished jobs, delivery attempts, webhook
-//! deliveries, events), and `Idempotency-Key` claims older than 24 h, are pruned by one worker at a time (the `retention` lease), every
+//! deliveries, events), `Idempotency-Key` claims older than 24 h and per-minute run counts older
+//! than a day (`job_minutes`) are pruned by one worker at a time (the `retention` lease), every
 //! `Tuning::retention_every`, in bounded batches per pass, so a large history is worked off
 //! over several passes instead of one long delete. Totals are on `/metrics`
 //! (`hilt_pruned_rows_total`).
@@ -69,6 +70,8 @@ pub async fn tick(ctx: &JobContext) -> anyhow::Result<Option<Pruned>> {
     if keys > 0 {
         retention::count_pruned(&mut tx, "idempotency_keys", keys, now).await?;
     }
+    // The /ops graphs show the last hour; a day is kept.
+    hilt_shared::storage::job_minutes::prune(&mut tx, now - 24 * 3_600_000).await?;
     tx.commit().await?;
     pruned.push(("idempotency_keys", keys));
     Ok(Some(pruned))

@@ -18,7 +18,7 @@ use hilt_shared::{
     storage::jobs::JobState,
 };
 use maud::{Markup, html};
-use ui::{Flash, action_button, code, table, tag, time, time_opt};
+use ui::{Flash, action_button, code, fields, table, tag, time, time_opt};
 
 use super::ops::{Actor, bulk, job_filter};
 use crate::{
@@ -416,17 +416,17 @@ pub async fn job_page(_: PageAdmin, State(state): State<AppState>, Path(id): Pat
         }
     };
     let live = html! {
-        (table(&["job", "queue", "status", "membership", "run at", "runs / failures", "last error", "held by", "payload"], [vec![
-            code(&j.id),
-            html! { (j.queue) },
-            tag(&j.status),
-            html! { @if let Some(m) = &j.membership_id { a href={ "/ops/memberships/" (m) } { code { (m) } } } @else { "–" } },
-            time(&j.run_at),
-            html! { (j.runs) " / " (j.failures) },
-            html! { (j.last_error.as_deref().unwrap_or("–")) },
-            code(j.locked_by.as_deref().unwrap_or("–")),
-            code(&j.payload.to_string()),
-        ]]))
+        (fields(vec![
+            ("job", code(&j.id)),
+            ("queue", html! { (j.queue) }),
+            ("status", tag(&j.status)),
+            ("membership", html! { @if let Some(m) = &j.membership_id { a href={ "/ops/memberships/" (m) } { code { (m) } } } @else { "–" } }),
+            ("run at", time(&j.run_at)),
+            ("runs / failures", html! { (j.runs) " / " (j.failures) }),
+            ("last error", html! { (j.last_error.as_deref().unwrap_or("–")) }),
+            ("held by", code(j.locked_by.as_deref().unwrap_or("–"))),
+            ("payload", code(&j.payload.to_string())),
+        ]))
         h2 { "Attempts" }
         (attempts_table(&d.attempts))
     };
@@ -471,23 +471,23 @@ pub async fn membership_page(_: PageAdmin, State(state): State<AppState>, Path(i
     };
     let fmt_ms = |ms: Option<i64>| ms.map(hilt_shared::clock::rfc3339);
     let live = html! {
-        (table(&["membership", "merchant", "platform", "buyer", "status", "delivery", "attempts", "last error", "next retry", "ticket"], [vec![
-            code(&m.id),
-            code(&m.merchant_id),
-            html! { (m.platform) },
-            html! {
+        (fields(vec![
+            ("membership", code(&m.id)),
+            ("merchant", code(&m.merchant_id)),
+            ("platform", html! { (m.platform) }),
+            ("buyer", html! {
                 (m.handle.as_deref().unwrap_or(""))
                 @if let Some(u) = m.telegram_user_id { " tg:" (u) }
                 @if let Some(u) = &m.discord_user_id { " discord:" (u) }
                 @if let Some(e) = &m.email { " " (e) }
-            },
-            html! { (m.status) },
-            tag(&m.delivery_status),
-            html! { (m.delivery_attempts) },
-            html! { @if let Some(c) = &m.last_error_code { b { (c) } " " (m.last_error_message.as_deref().unwrap_or("")) } },
-            time_opt(fmt_ms(m.next_retry_at).as_deref()),
-            html! { @if let Some((id, subject, status)) = &t.ticket { code { (id) } " " (subject) " (" (status) ")" } @else { "–" } },
-        ]]))
+            }),
+            ("status", html! { (m.status) }),
+            ("delivery", tag(&m.delivery_status)),
+            ("attempts", html! { (m.delivery_attempts) }),
+            ("last error", html! { @if let Some(c) = &m.last_error_code { b { (c) } " " (m.last_error_message.as_deref().unwrap_or("")) } @else { "–" } }),
+            ("next retry", time_opt(fmt_ms(m.next_retry_at).as_deref())),
+            ("ticket", html! { @if let Some((id, subject, status)) = &t.ticket { code { (id) } " " (subject) " (" (status) ")" } @else { "–" } }),
+        ]))
         h2 { "Attempts" }
         (attempts_table(&t.attempts))
         h2 { "Jobs" }

@@ -82,6 +82,15 @@ pub fn table(head: &[&str], rows: impl IntoIterator<Item = Vec<Markup>>) -> Mark
     }
 }
 
+/// One thing's fields, a row each: `(name, value)`.
+pub fn fields(rows: Vec<(&str, Markup)>) -> Markup {
+    html! {
+        table.fields {
+            tbody { @for (name, value) in rows { tr { th scope="row" { (name) } td { (value) } } } }
+        }
+    }
+}
+
 /// A job state (`dead`, `retrying`, …) as a coloured tag.
 pub fn tag(name: &str) -> Markup {
     html! { span class={ "tag " (name) } { (name) } }
@@ -182,11 +191,12 @@ main{padding:0 1rem 2rem;max-width:80rem}\
 h1{font-size:1.3rem} h2{font-size:1.05rem;margin-top:1.6rem}\
 table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0001;width:100%}\
 th,td{padding:.35rem .6rem;border-bottom:1px solid #e6e8ec;text-align:left;vertical-align:top;overflow-wrap:anywhere}\
-th{background:#eef0f4;font-weight:600} code{font-size:12px} .muted{color:#6b7280}\
+th{background:#eef0f4;font-weight:600;overflow-wrap:normal} code{font-size:12px} .muted{color:#6b7280}\
 .warn{color:#b45309;font-weight:600} .bad{color:#b91c1c;font-weight:600}\
 .tag{display:inline-block;padding:0 .45rem;border-radius:.6rem;background:#e5e7eb;font-size:12px}\
-.tag.dead{background:#fee2e2} .tag.retrying{background:#ffedd5} .tag.running{background:#dbeafe} .tag.done{background:#dcfce7} .tag.paused{background:#fef3c7}\
+.tag.dead{background:#fee2e2} .tag.retrying{background:#ffedd5} .tag.running{background:#dbeafe} .tag.done,.tag.delivered{background:#dcfce7} .tag.manual_review,.tag.failed{background:#fee2e2} .tag.paused{background:#fef3c7}\
 .flash{padding:.5rem .8rem;border-radius:.3rem} .flash.ok{background:#dcfce7} .flash.bad{background:#fee2e2}\
+table.fields{width:auto;min-width:min(40rem,100%)} table.fields th{width:10rem}\
 form.inline{display:inline} button{font:inherit;padding:.15rem .7rem;cursor:pointer}\
 .filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end;margin:.6rem 0} .filters label{display:flex;flex-direction:column;font-size:12px}\
 .tabs a{display:inline-block;margin:0 .3rem .3rem 0;padding:.15rem .6rem;border-radius:1rem;background:#e5e7eb;color:inherit;text-decoration:none}\
