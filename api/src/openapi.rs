@@ -11,6 +11,8 @@ use utoipa::{
     },
 };
 
+use hilt_shared::storage::jobs::JobState;
+
 use crate::routes::{admin, health, memberships, ops, payments, products, receipts, support, webhook_endpoints};
 
 #[derive(OpenApi)]
@@ -143,6 +145,21 @@ impl Modify for Constraints {
                 }
             }
         }
+        // A bulk action's filter: the job list's query parameters, as a body.
+        if let Some(components) = openapi.components.as_mut()
+            && let Some(RefOr::T(utoipa::openapi::Schema::Object(filter))) = components.schemas.get_mut("BulkFilter")
+        {
+            for (name, property) in filter.properties.iter_mut() {
+                if let Some(RefOr::T(utoipa::openapi::Schema::Object(mut schema))) = query_schema("/v1/ops/queues/{queue}/jobs", name) {
+                    // Each field may be null (absent), as its `Option` reads.
+                    schema.schema_type = utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null]);
+                    if let Some(values) = schema.enum_values.as_mut() {
+                        values.push(serde_json::Value::Null);
+                    }
+                    *property = RefOr::T(utoipa::openapi::Schema::Object(schema));
+                }
+            }
+        }
         // A profile correction names at least one field (`{}` is 422).
         if let Some(components) = openapi.components.as_mut()
             && let Some(RefOr::T(utoipa::openapi::Schema::Object(profile))) = components.schemas.get_mut("UpdateProfile")
@@ -150,6 +167,16 @@ impl Modify for Constraints {
             profile.min_properties = Some(1);
         }
     }
+}
+
+/// A time filter: empty, an RFC 3339 time, or a span back from now (`15m`, `1h`, `7d`).
+fn time_or_span() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(concat!(
+            r"^\s*(|[0-9]{1,3}(ms|s|m|h|d)|[0-9]{1,2}w",
+            r"|[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9]))\s*$"
+        )))
 }
 
 /// The values a query parameter accepts.
@@ -164,7 +191,10 @@ fn query_schema(path: &str, name: &str) -> Option<RefOr<utoipa::openapi::Schema>
         ("kind", _) => one_of(&["general", "delivery"]),
         ("status", "/v1/memberships") => one_of(&["active", "grace", "expired", "cancelled"]),
         ("status", "/v1/support/tickets") => one_of(&["open", "pending", "resolved"]),
-        ("status", "/v1/ops/queues/{queue}/jobs") => one_of(&["queued", "running", "done", "dead", "discarded"]),
+        ("status", "/v1/ops/queues/{queue}/jobs") => one_of(&[&[""][..], &JobState::ALL.map(JobState::as_str)].concat()),
+        ("provider", _) => one_of(&["", "telegram", "discord"]),
+        ("since" | "until", _) => time_or_span(),
+        ("q", "/v1/ops/search") => return Some(RefOr::T(hilt_shared::service::schema::text(200, true).into())),
         ("status", _) => return None,
         // Searches and ids: `optional_text(…, 200)`.
         _ => return Some(RefOr::T(hilt_shared::service::schema::text(200, false).into())),

@@ -10,6 +10,7 @@ use axum::{
 use hilt_shared::{
     clock::now_ms,
     domain::Period,
+    service::{optional_text, required_text},
     service::ops::{self, AuditEntry, FailureView, GraphPoint, JobDetail, JobPage, JobView, QueuesView, ReviewView, SearchHit, UnreachedView},
     storage::jobs::{JobFilter, JobState},
 };
@@ -35,7 +36,7 @@ pub async fn list_queues(_: Admin, State(state): State<AppState>) -> Result<Json
 /// `error_code` (the last error starts with it), `since` and `until` (RFC 3339, or a span back
 /// from now such as `15m`, `1h`, `7d`). 422 for a bad value.
 pub fn job_filter(query: &[(String, String)]) -> Result<JobFilter, ApiError> {
-    let get = |name: &str| query.iter().rev().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.trim().to_owned());
+    let get = |name: &str| query.iter().rev().find(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.trim().to_owned());
     let states = match get("status") {
         None => Vec::new(),
         Some(s) => vec![JobState::parse(&s).ok_or_else(|| ApiError::validation("status", &format!("must be one of {}", JobState::names())))?],
@@ -44,11 +45,11 @@ pub fn job_filter(query: &[(String, String)]) -> Result<JobFilter, ApiError> {
     if provider.as_deref().is_some_and(|p| !["telegram", "discord"].contains(&p)) {
         return Err(ApiError::validation("provider", "must be telegram or discord"));
     }
-    for field in ["merchant_id", "error_code"] {
-        if get(field).is_some_and(|v| v.chars().count() > 200) {
-            return Err(ApiError::validation(field, "must be at most 200 characters"));
-        }
-    }
+    let text = |field: &str| -> Result<Option<String>, ApiError> {
+        let given = query.iter().rev().find(|(k, _)| k == field).map(|(_, v)| v.as_str());
+        Ok(optional_text(field, given, 200)?)
+    };
+    let (merchant_id, error_code) = (text("merchant_id")?, text("error_code")?);
     let time = |field: &str| -> Result<Option<i64>, ApiError> {
         let Some(value) = get(field) else { return Ok(None) };
         if let Ok(at) = chrono::DateTime::parse_from_rfc3339(&value) {
@@ -57,7 +58,7 @@ pub fn job_filter(query: &[(String, String)]) -> Result<JobFilter, ApiError> {
         let span: Period = value.parse().map_err(|_| ApiError::validation(field, "must be an RFC 3339 time or a span back from now such as 15m, 1h or 7d"))?;
         Ok(Some(now_ms() - span.as_millis()))
     };
-    Ok(JobFilter { states, merchant_id: get("merchant_id"), provider, error_code: get("error_code"), since: time("since")?, until: time("until")? })
+    Ok(JobFilter { states, merchant_id, provider, error_code, since: time("since")?, until: time("until")? })
 }
 
 /// A queue's jobs, newest first, filtered and paged, with how many match in each state.
@@ -149,11 +150,8 @@ pub async fn queue_graph(_: Admin, State(state): State<AppState>, Path(queue): P
 #[utoipa::path(get, path = "/v1/ops/search", tag = "operations", params(("q" = String, Query)),
     responses((status = 200, body = Vec<SearchHit>)), security(("admin_token" = [])))]
 pub async fn search(_: Admin, State(state): State<AppState>, QueryPairs(query): QueryPairs) -> Result<Json<Vec<SearchHit>>, ApiError> {
-    let q = query.iter().find(|(k, _)| k == "q").map(|(_, v)| v.as_str()).unwrap_or_default();
-    if q.trim().is_empty() || q.chars().count() > 200 {
-        return Err(ApiError::validation("q", "must be 1 to 200 characters"));
-    }
-    Ok(Json(ops::search(&mut *state.db.conn().await?, q).await?))
+    let q = required_text("q", query.iter().find(|(k, _)| k == "q").map(|(_, v)| v.as_str()).unwrap_or_default(), 200)?;
+    Ok(Json(ops::search(&mut *state.db.conn().await?, &q).await?))
 }
 
 #[utoipa::path(get, path = "/v1/ops/jobs/{id}", tag = "operations", params(("id" = String, Path)),

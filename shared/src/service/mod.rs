@@ -31,12 +31,12 @@ pub fn invalid(param: &str, message: impl Into<String>) -> ServiceError {
 }
 
 /// Trims a required text field and checks its length in characters (as sent).
-pub(crate) fn required_text(param: &str, value: &str, max: usize) -> Result<String, ServiceError> {
+pub fn required_text(param: &str, value: &str, max: usize) -> Result<String, ServiceError> {
     optional_text(param, Some(value), max)?.ok_or_else(|| invalid(param, "must not be empty"))
 }
 
 /// Trims an optional text field; empty becomes absent. The length counts what was sent.
-pub(crate) fn optional_text(param: &str, value: Option<&str>, max: usize) -> Result<Option<String>, ServiceError> {
+pub fn optional_text(param: &str, value: Option<&str>, max: usize) -> Result<Option<String>, ServiceError> {
     if value.is_some_and(|v| v.chars().count() > max) {
         return Err(invalid(param, format!("must be at most {max} characters")));
     }

@@ -518,7 +518,7 @@ pub async fn list_filtered(
         let mut f = Filtered::new(queue, filter, now);
         let conditions = f.in_states(&[state]);
         let sql = format!("SELECT {COLUMNS} FROM jobs WHERE {conditions} ORDER BY updated_at DESC, id LIMIT ${}", f.values.len() + 1);
-        let newest: Vec<JobRow> = bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &f.values).bind(offset + limit).fetch_all(&mut *conn).await?;
+        let newest: Vec<JobRow> = bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), &f.values).bind(offset.saturating_add(limit)).fetch_all(&mut *conn).await?;
         rows.extend(newest);
     }
     rows.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then_with(|| a.id.cmp(&b.id)));
