@@ -354,7 +354,7 @@ backend_test!(finished_jobs_counters_never_go_down_when_dead_jobs_are_retried, |
     assert!(after.contains("hilt_http_requests_total{route=\"/v1/ops/queues/{queue}/jobs/retry\",method=\"POST\",status=\"200\"} 1"), "{after}");
 
     // The dashboard counts every run of every worker: 3 failed, 3 done in the last minutes.
-    let stats = r.wait_until(|| async {
+    let stats = r.wait_until("3 done and 3 failed runs counted", || async {
         let q = r.app.get("/v1/ops/queues", ADMIN).await.body["queues"][0].clone();
         (q["done_last_5m"] == 3 && q["failed_last_5m"] == 3).then_some(q)
     }).await;

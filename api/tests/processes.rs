@@ -133,7 +133,11 @@ async fn a_worker_killed_mid_burst_loses_no_delivery() {
     let quiet = |mut c: Command| c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
     let _api = Killed(quiet(hilt(&["api"], &env)));
     let mut doomed = Killed(quiet(hilt(&["worker"], &env)));
-    let mut survivor = Killed(quiet(hilt(&["worker"], &env)));
+    // The survivor serves its own metrics, as a scaled-out worker does for Prometheus.
+    let metrics_port = free_port();
+    let mut survivor_env = env.clone();
+    survivor_env.push(("HILT_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}")));
+    let mut survivor = Killed(quiet(hilt(&["worker"], &survivor_env)));
 
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
@@ -205,6 +209,13 @@ async fn a_worker_killed_mid_burst_loses_no_delivery() {
     }
     eprintln!("killed worker had {in_flight} jobs in flight; {extra_dms} buyers got a second DM; recovered in {:.1?}", started.elapsed());
     assert!(extra_dms as i64 <= in_flight, "{extra_dms} repeated DMs but only {in_flight} jobs were in flight");
+    let metrics = http.get(format!("http://127.0.0.1:{metrics_port}/metrics")).send().await.expect("worker metrics").text().await.expect("text");
+    let done: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hilt_jobs_finished_total{queue=\"delivery\",status=\"done\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(done > 0.0 && done <= BUYERS as f64, "the survivor counts the deliveries it finished: {done}");
     // A repeated DM carries a new link; the one before it no longer admits anyone. (A link the
     // killed worker created but had not yet recorded was never sent: it is in no DM.)
     let live: Vec<String> = tg.invite_links(CHAT).into_iter().filter(|l| !l.is_revoked).map(|l| l.link).collect();

@@ -70,6 +70,7 @@ fn describe() {
     describe_gauge!("hilt_outbox_lag_seconds", Unit::Seconds, "Age of the oldest unfinished job (pending, running or retrying) since it was written, by queue.");
     describe_gauge!("hilt_manual_review_memberships", "Memberships waiting for a person (delivery in manual review).");
     describe_gauge!("hilt_workers_live", "Workers that heartbeated in the last 30 s.");
+    describe_gauge!("hilt_provider_paused", "1 while a provider's bot is paused in every worker after a burst of 401/403 answers.");
     describe_counter!("hilt_pruned_rows_total", "Rows pruned after HILT_RETENTION, by table, since the database was created.");
 }
 

@@ -1,12 +1,13 @@
 //! What every job handler gets: the database, the providers, this worker's id and timings.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use hilt_shared::{config::Config, domain::Period, providers::Providers, queue::Queue, storage::Db};
+
+use crate::breaker::AuthBreaker;
 
 /// Timings of the job machinery. Production defaults; tests shrink them.
 #[derive(Debug, Clone)]
@@ -129,81 +130,4 @@ impl Held {
 pub fn worker_id() -> String {
     let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "hilt".into());
     format!("{host}-{}-{}", std::process::id(), hilt_shared::domain::ids::random_token(6))
-}
-
-/// Stops calling a provider for a while after a burst of 401/403 answers: Discord bans an IP
-/// after 10,000 invalid requests in 10 minutes, which would hurt every merchant at once.
-pub struct AuthBreaker {
-    burst: u32,
-    pause: Duration,
-    state: Mutex<HashMap<&'static str, BreakerState>>,
-}
-
-#[derive(Default)]
-struct BreakerState {
-    window_start: Option<Instant>,
-    failures: u32,
-    paused_until: Option<Instant>,
-}
-
-impl AuthBreaker {
-    pub fn new(burst: u32, pause: Duration) -> Self {
-        Self { burst, pause, state: Mutex::new(HashMap::new()) }
-    }
-
-    /// Time left in the provider's pause, if it is paused.
-    pub fn paused_for(&self, provider: &'static str) -> Option<Duration> {
-        let state = self.state.lock().ok()?;
-        let until = state.get(provider)?.paused_until?;
-        until.checked_duration_since(Instant::now())
-    }
-
-    /// The error an attempt gets instead of a call while the provider is paused.
-    pub fn check(&self, provider: &'static str) -> Result<(), hilt_shared::providers::ProviderError> {
-        match self.paused_for(provider) {
-            None => Ok(()),
-            Some(left) => Err(hilt_shared::providers::ProviderError::transient(
-                "provider_paused",
-                format!("calls to {provider} are paused for {}s after a burst of 401/403 answers", left.as_secs()),
-            )
-            .with_retry_after(Some(left))),
-        }
-    }
-
-    pub fn record(&self, provider: &'static str, http_status: Option<u16>) {
-        let Ok(mut state) = self.state.lock() else { return };
-        let s = state.entry(provider).or_default();
-        if !matches!(http_status, Some(401 | 403)) {
-            return;
-        }
-        let now = Instant::now();
-        if s.window_start.is_none_or(|start| now.duration_since(start) > self.pause) {
-            s.window_start = Some(now);
-            s.failures = 0;
-        }
-        s.failures += 1;
-        if s.failures >= self.burst {
-            tracing::warn!(provider, failures = s.failures, "pausing provider calls after a burst of 401/403 answers");
-            s.paused_until = Some(now + self.pause);
-            s.failures = 0;
-            s.window_start = None;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_burst_of_refusals_pauses_only_that_provider() {
-        let breaker = AuthBreaker::new(3, Duration::from_secs(60));
-        breaker.record("discord", Some(403));
-        breaker.record("discord", Some(500));
-        breaker.record("discord", Some(401));
-        assert!(breaker.paused_for("discord").is_none(), "two refusals are not a burst");
-        breaker.record("discord", Some(403));
-        assert!(breaker.paused_for("discord").is_some());
-        assert!(breaker.paused_for("telegram").is_none());
-    }
 }

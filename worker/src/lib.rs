@@ -1,6 +1,7 @@
 //! The worker: the job engine (`engine`), the jobs it runs (`jobs`) and the renewal loop.
 //! `hilt worker`, `hilt-worker` and `hilt serve` all start `run`.
 
+pub mod breaker;
 pub mod context;
 pub mod engine;
 pub mod jobs;

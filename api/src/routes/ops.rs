@@ -11,7 +11,7 @@ use hilt_shared::{
     clock::now_ms,
     domain::Period,
     service::{optional_text, required_text},
-    service::ops::{self, AuditEntry, FailureView, GraphPoint, JobDetail, JobPage, JobView, QueuesView, ReviewView, SearchHit, UnreachedView},
+    service::ops::{self, AuditEntry, FailureView, GraphPoint, JobDetail, JobPage, JobView, PauseView, QueuesView, ReviewView, SearchHit, UnreachedView},
     storage::jobs::{JobFilter, JobState},
 };
 use serde::{Deserialize, Serialize};
@@ -136,6 +136,23 @@ pub async fn bulk(actor: &Actor, tx: &mut RequestTx, queue: &str, query: &[(Stri
     let target = format!("{queue} [{}] ({count} jobs)", if described.is_empty() { "all".to_owned() } else { described.join(" ") });
     actor.record(tx, if retry { "jobs.retry" } else { "jobs.discard" }, &target).await?;
     Ok(count)
+}
+
+/// Providers whose bot is paused in every worker after a burst of 401/403 answers.
+#[utoipa::path(get, path = "/v1/ops/providers", tag = "operations",
+    responses((status = 200, body = Vec<PauseView>)), security(("admin_token" = [])))]
+pub async fn provider_pauses(_: Admin, State(state): State<AppState>) -> Result<Json<Vec<PauseView>>, ApiError> {
+    Ok(Json(ops::provider_pauses(&state.db).await?))
+}
+
+/// Ends a provider's pause at once: every worker calls it again within a second and the jobs
+/// that waited for it run now. 404 when it is not paused.
+#[utoipa::path(post, path = "/v1/ops/providers/{provider}/resume", tag = "operations", params(("provider" = String, Path)),
+    responses((status = 204), (status = 404)), security(("admin_token" = [])))]
+pub async fn resume_provider(_: Admin, actor: Actor, Path(provider): Path<String>, mut tx: RequestTx) -> Result<Response, ApiError> {
+    ops::resume_provider(&mut tx, &provider).await?;
+    actor.record(&mut tx, "provider.resume", &provider).await?;
+    tx.commit_empty(StatusCode::NO_CONTENT).await
 }
 
 /// A queue's last hour, minute by minute: runs done and failed, p50 and p95 run time.

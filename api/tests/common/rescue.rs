@@ -127,15 +127,15 @@ impl Rescue {
         panic!("membership {id} never became {what}: {}", self.membership(id).await);
     }
 
-    /// Polls `check` until it gives a value (or fails the test after 30 s).
-    pub async fn wait_until<T, F: std::future::Future<Output = Option<T>>>(&self, check: impl Fn() -> F) -> T {
+    /// Polls `check` until it gives a value (or fails the test after 30 s, saying `what`).
+    pub async fn wait_until<T, F: std::future::Future<Output = Option<T>>>(&self, what: &str, check: impl Fn() -> F) -> T {
         for _ in 0..600 {
             if let Some(value) = check().await {
                 return value;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the condition never held within 30 s");
+        panic!("{what}: never within 30 s");
     }
 
     pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {

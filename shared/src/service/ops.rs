@@ -462,6 +462,11 @@ pub async fn prometheus(db: &Db) -> Result<String, ServiceError> {
     let review: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE delivery_status = 'manual_review'").fetch_one(&mut *conn).await?;
     gauge!("hilt_manual_review_memberships").set(review as f64);
     gauge!("hilt_workers_live").set(workers::live(&mut conn, now - 30_000).await?.len() as f64);
+    let pauses = crate::storage::provider_pauses::all(&mut conn).await?;
+    for provider in ["telegram", "discord"] {
+        let paused = pauses.iter().any(|p| p.provider == provider && p.paused_until > now);
+        gauge!("hilt_provider_paused", "provider" => provider).set(if paused { 1.0 } else { 0.0 });
+    }
     for (table, n) in crate::storage::retention::pruned_totals(&mut conn).await? {
         counter!("hilt_pruned_rows_total", "table" => table).absolute(u64::try_from(n).unwrap_or(0));
     }
@@ -612,4 +617,51 @@ pub async fn search(conn: &mut AnyConnection, q: &str) -> Result<Vec<SearchHit>,
             hit("membership", &id, format!("{platform} membership{who}, delivery {delivery}"), membership_page(&id))
         })
         .collect())
+}
+
+/// A provider's bot paused in every worker after a burst of 401/403 answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PauseView {
+    /// `telegram` or `discord`.
+    pub provider: String,
+    /// `paused` (no call before `paused_until`) or `probing` (the pause is over; the next call
+    /// decides: a success ends it, a 401/403 pauses again).
+    pub state: String,
+    /// RFC 3339.
+    pub paused_until: String,
+    /// Why, e.g. "20 answers 401/403 from discord within 60 s (last: HTTP 401)".
+    pub reason: String,
+    /// RFC 3339.
+    pub opened_at: String,
+    /// The worker that saw the burst.
+    pub opened_by: String,
+}
+
+pub async fn provider_pauses(db: &Db) -> Result<Vec<PauseView>, ServiceError> {
+    let now = now_ms();
+    let rows = crate::storage::provider_pauses::all(&mut *db.conn().await?).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| PauseView {
+            state: if r.paused_until > now { "paused" } else { "probing" }.to_owned(),
+            provider: r.provider,
+            paused_until: rfc3339(r.paused_until),
+            reason: r.reason,
+            opened_at: rfc3339(r.opened_at),
+            opened_by: r.opened_by,
+        })
+        .collect())
+}
+
+/// An operator ends a provider's pause: every worker calls it again within a second, and the
+/// jobs that waited for the pause run now. 404 when the provider is not paused.
+pub async fn resume_provider(tx: &mut AnyConnection, provider: &str) -> Result<u64, ServiceError> {
+    if !crate::storage::provider_pauses::clear(&mut *tx, provider).await? {
+        return Err(ServiceError::NotFound);
+    }
+    let woken = jobs::wake_paused(&mut *tx, now_ms()).await?;
+    for queue in [Queue::Delivery, Queue::Revoke] {
+        crate::queue::wake_workers(&mut *tx, queue).await?;
+    }
+    Ok(woken)
 }

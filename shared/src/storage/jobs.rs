@@ -558,6 +558,12 @@ pub async fn act_on_filtered(
     Ok(bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), &f.values).execute(conn).await?.rows_affected())
 }
 
+/// Jobs that wait for a provider's pause (`provider_paused`) run now: the pause ended.
+pub async fn wake_paused(conn: &mut AnyConnection, now: i64) -> Result<u64, sqlx::Error> {
+    let sql = "UPDATE jobs SET run_at = $1 WHERE status = 'queued' AND last_error = 'provider_paused' AND run_at > $1";
+    Ok(sqlx::query(sql).bind(now).execute(conn).await?.rows_affected())
+}
+
 /// An operator's "retry now"; false if the job is running or finished successfully.
 pub async fn retry_now(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(

@@ -13,6 +13,7 @@ pub mod merchants;
 pub mod payments;
 pub mod products;
 pub mod proof_emails;
+pub mod provider_pauses;
 pub mod queue_controls;
 pub mod receipt_keys;
 pub mod receipts;

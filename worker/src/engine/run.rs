@@ -51,6 +51,7 @@ pub async fn run_with(ctx: Arc<JobContext>, shutdown: impl Future<Output = ()> +
         tokio::spawn(sweep::sweep_loop(ctx.clone(), rest.clone())),
         tokio::spawn(crate::renewal::run_loop(ctx.clone(), rest.clone())),
         tokio::spawn(crate::retention::run_loop(ctx.clone(), rest.clone())),
+        tokio::spawn(crate::breaker::refresh_loop(ctx.clone(), rest.clone())),
     ];
     if ctx.db.backend() == Backend::Postgres {
         let url = ctx.config.wake_database_url.clone().unwrap_or_else(|| ctx.config.database_url.clone());

@@ -94,6 +94,9 @@ impl Job for Delivery {
         }
         let Some(product) = product else { return Ok(Outcome::dead("product no longer exists")) };
         let plan = Plan::for_product(ctx, &product);
+        if let Some(wait) = super::wait_for_pause(ctx, job, plan.provider(), now) {
+            return Ok(wait);
+        }
         if !plan.calls_out(&membership) {
             // Nothing leaves the process (a fallback link to show, or nothing configured): the
             // attempt is written whole with its outcome, in the completer's transaction.
@@ -124,6 +127,7 @@ impl Job for Delivery {
         match &result {
             Ok(_) => {
                 metrics::delivery_attempt(plan.provider(), "succeeded", "", started.elapsed());
+                ctx.auth_breaker.record_success(&ctx.db, plan.provider()).await;
                 if intent.trigger == Trigger::Automatic {
                     // The job was written in the transaction that confirmed the payment.
                     metrics::delivered(Duration::from_millis(u64::try_from(now_ms() - job.created_at).unwrap_or(0)));
@@ -131,7 +135,7 @@ impl Job for Delivery {
             }
             Err(e) => {
                 metrics::delivery_attempt(plan.provider(), "failed", &e.code, started.elapsed());
-                ctx.auth_breaker.record(plan.provider(), e.http_status);
+                ctx.auth_breaker.record_failure(&ctx.db, &ctx.worker_id, plan.provider(), e.http_status).await;
             }
         }
 
@@ -178,7 +182,6 @@ fn request_summary(plan: &Plan, m: &MembershipRow) -> String {
 }
 
 async fn hand_over(ctx: &JobContext, plan: &Plan, m: &MembershipRow, product: &ProductRow, attempt_id: &str) -> Result<Delivered, AttemptError> {
-    ctx.auth_breaker.check(plan.provider())?;
     match plan {
         Plan::Telegram { chat_id } => {
             let Some(tg) = &ctx.providers.telegram else { return Err(ProviderError::not_configured("telegram").into()) };

@@ -77,3 +77,19 @@ pub fn provider_result<T>(result: Result<T, AttemptError>) -> anyhow::Result<Res
         Err(AttemptError::Internal(e)) => Err(e),
     }
 }
+
+/// At most this long between two looks at a pause: a job put off on a view of the pause that an
+/// operator's resume had just made stale runs at most this late.
+const PAUSE_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// When `provider`'s bot is paused in every worker (a burst of 401/403, `crate::breaker`): the
+/// job waits for the pause's end (spread over a second, so the probe is not a stampede; looking
+/// again at least every [`PAUSE_RECHECK`]) without an attempt and without counting against its
+/// retries.
+pub fn wait_for_pause(ctx: &JobContext, job: &JobRow, provider: &str, now: i64) -> Option<Outcome> {
+    let left = ctx.auth_breaker.paused_for(provider)?.min(PAUSE_RECHECK);
+    let spread = i64::from(job.id.bytes().fold(0u16, |acc, b| acc.wrapping_mul(31).wrapping_add(u16::from(b))) % 1000);
+    let at = now + i64::try_from(left.as_millis()).unwrap_or(i64::MAX) + spread;
+    tracing::info!(provider, retry_at = at, "the provider is paused; the job waits for it");
+    Some(Outcome::Finish(hilt_shared::storage::jobs::Finish::RetryAt { at, error: Some("provider_paused".into()), failed: false }))
+}

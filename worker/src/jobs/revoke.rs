@@ -97,6 +97,9 @@ impl Job for Revoke {
         };
         // The same per-membership lock as delivery: a removal never races a re-delivery.
         let plan = Plan::for_membership(ctx, &ready.product, &ready.membership);
+        if let Some(wait) = super::wait_for_pause(ctx, job, plan.provider(), now) {
+            return Ok(wait); // dropping `ready` rolls its lock back
+        }
         let summary = plan.request_summary();
         let (mut attempt, _, _) = attempt::start(ctx, job, ready, Trigger::Revoke, None, plan.provider(), summary, now).await?;
 
@@ -105,10 +108,13 @@ impl Job for Revoke {
         let result = provider_result(remove(ctx, &plan, &intent.membership_id).instrument(span).await)?;
         attempt.duration_ms = Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
         match &result {
-            Ok(_) => hilt_shared::metrics::delivery_attempt(plan.provider(), "succeeded", "", started.elapsed()),
+            Ok(_) => {
+                hilt_shared::metrics::delivery_attempt(plan.provider(), "succeeded", "", started.elapsed());
+                ctx.auth_breaker.record_success(&ctx.db, plan.provider()).await;
+            }
             Err(e) => {
                 hilt_shared::metrics::delivery_attempt(plan.provider(), "failed", &e.code, started.elapsed());
-                ctx.auth_breaker.record(plan.provider(), e.http_status);
+                ctx.auth_breaker.record_failure(&ctx.db, &ctx.worker_id, plan.provider(), e.http_status).await;
             }
         }
         Ok(Outcome::record(RevokeAttempt { failures: job.failures, attempt, result, retry_schedule: ctx.tuning.retry_schedule.clone() }))
@@ -126,7 +132,6 @@ fn nothing_to_do(m: &MembershipRow) -> Option<&'static str> {
 
 /// Calls the provider; `Ok` carries the response summary.
 async fn remove(ctx: &JobContext, plan: &Plan, membership_id: &str) -> Result<String, AttemptError> {
-    ctx.auth_breaker.check(plan.provider())?;
     match plan {
         Plan::Telegram { chat_id, user_id } => {
             let Some(tg) = &ctx.providers.telegram else { return Err(ProviderError::not_configured("telegram").into()) };

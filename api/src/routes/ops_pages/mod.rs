@@ -173,6 +173,7 @@ pub async fn overview(_: PageAdmin, State(state): State<AppState>, headers: Head
     let review = ops::manual_review(&state.db, 50).await?;
     let unreached = ops::unreached_buyers(&state.db, 20).await?;
     let recent = ops::recent_jobs(&state.db, 25).await?;
+    let pauses = ops::provider_pauses(&state.db).await?;
     let (actions, _) = ops::audit_log(&state.db, 10, 0).await?;
     let csrf = csrf_token(&state);
     let flash = take_flash(&headers);
@@ -198,6 +199,18 @@ pub async fn overview(_: PageAdmin, State(state): State<AppState>, headers: Head
                 ]
             }),
         ))
+        @if !pauses.is_empty() {
+            h2.bad { "Paused providers (" (pauses.len()) ")" }
+            (table(&["provider", "state", "until", "why", "opened by", ""], pauses.iter().map(|p| vec![
+                html! { b { (p.provider) } },
+                tag(&p.state),
+                time(&p.paused_until),
+                html! { (p.reason) },
+                code(&p.opened_by),
+                action_button(&format!("/ops/providers/{}/resume", p.provider), &csrf, "resume",
+                    &format!("Call {} again now in every worker?", p.provider)),
+            ])))
+        }
         h2 { "Manual review (" (review.len()) ")" }
         @if review.is_empty() {
             p.muted { "Nothing waits for a person." }
@@ -554,6 +567,16 @@ pub async fn page_queue_action(
         actor.record(&mut tx, &format!("queue.{action}"), &queue).await?;
         tx.commit_form().await?;
         Ok(if paused { format!("Queue {queue} paused: running jobs finish, no new ones start.") } else { format!("Queue {queue} resumed.") })
+    };
+    outcome("/ops", done.await)
+}
+
+pub async fn page_resume_provider(actor: Actor, Path(provider): Path<String>, mut tx: RequestTx, _: PageAction) -> Result<Response, ApiError> {
+    let done = async {
+        let woken = ops::resume_provider(&mut tx, &provider).await?;
+        actor.record(&mut tx, "provider.resume", &provider).await?;
+        tx.commit_form().await?;
+        Ok(format!("Calls to {provider} resume in every worker; {woken} waiting job(s) run now."))
     };
     outcome("/ops", done.await)
 }
