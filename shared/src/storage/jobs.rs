@@ -422,7 +422,7 @@ pub struct JobFilter {
     pub merchant_id: Option<String>,
     /// The membership's platform: `telegram` or `discord`.
     pub provider: Option<String>,
-    /// The last error starts with this (error codes come first: `bot_blocked`, `http_502: …`).
+    /// The last error starts with this (error codes come first: `user_blocked_bot`, `http_502: …`).
     pub error_code: Option<String>,
     /// Last changed at or after, unix milliseconds.
     pub since: Option<i64>,
@@ -501,9 +501,9 @@ macro_rules! bind_all {
     }};
 }
 
-/// Jobs of a queue matching `filter`, newest first (by `updated_at`): `limit` from `offset`, and
-/// how many match in each state. Each state is read through its own partial index, so the
-/// engine's hot path keeps no index ordered for dashboards.
+/// Jobs of a queue matching `filter`, newest first (by `updated_at`): `limit` from `offset`.
+/// Each state is read through its own partial index, so the engine's hot path keeps no index
+/// ordered for dashboards.
 pub async fn list_filtered(
     conn: &mut AnyConnection,
     queue: &str,
