@@ -264,6 +264,8 @@ backend_test!(a_queue_is_triaged_with_filters_pages_and_a_bulk_action_whose_coun
     assert!(html(&queue).contains("<svg class=\"graph\""), "graphs drawn on the server");
     let confirm = page(&app, &format!("/ops/queues/delivery/confirm?action=retry&status=discarded&merchant_id={merchant_b}"), None).await;
     assert!(html(&confirm).contains("Retry 5 job(s)?"), "the confirmation states the count: {}", html(&confirm));
+    let nothing = page(&app, "/ops/queues/delivery/confirm?action=retry&status=done", None).await;
+    assert!(html(&nothing).contains("No matching job can be retried"), "done jobs are never retried: {}", html(&nothing));
     let token = csrf(&html(&confirm));
     let done = form(&app, "/ops/queues/delivery/jobs/retry", &format!("csrf={token}&status=discarded&merchant_id={merchant_b}")).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER);

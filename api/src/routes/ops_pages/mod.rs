@@ -363,10 +363,10 @@ pub async fn confirm_page(
         Some("discard") => false,
         _ => return Err(ApiError::validation("action", "must be retry or discard")),
     };
-    let mut filter = job_filter(&query)?;
+    let filter = job_filter(&query)?;
     let allowed: &[JobState] = if retry { &JobState::RETRYABLE } else { &JobState::DISCARDABLE };
     let jobs = ops::list_jobs(&state.db, &queue, &filter, 1, 0).await?;
-    filter.states.retain(|s| allowed.contains(s));
+    // What the action will take: the states it can act on, within the filter's.
     let count: i64 = jobs
         .by_status
         .iter()
