@@ -9,25 +9,22 @@ use std::time::{Duration, Instant};
 
 use axum::{body::Body, http::{Request, StatusCode}};
 use common::{ADMIN, rescue::{GUILD, Rescue, fast_tuning}};
-use hilt_shared::testing::Failure;
 use serde_json::{Value, json};
 
 const BUYERS: usize = 30;
-/// Failed calls before the bot "works" again: enough for one of two workers to see a burst of 3.
-const REFUSALS: usize = 6;
 
 async fn paused_discord(r: &Rescue) -> Option<Value> {
     let pauses = r.app.get("/v1/ops/providers", ADMIN).await.body;
     pauses.as_array()?.iter().find(|p| p["provider"] == "discord").cloned()
 }
 
-/// Buyers who paid, then two workers meeting a burst of refusals; returns when the pause is seen.
+/// Buyers who paid, then two workers meeting a revoked bot token; returns when the pause is seen.
 async fn burst(r: &mut Rescue, pause: Duration) -> (Vec<String>, Value) {
     let mut tuning = fast_tuning(&r.ctx.config);
     tuning.auth_failure_burst = 3;
     tuning.auth_failure_pause = pause;
     r.set_tuning(tuning);
-    r.dc.fail_next_n("get_member", REFUSALS, Failure::Api { status: 401, code: 0, message: "401: Unauthorized".into() });
+    r.dc.set_token_revoked(true);
     let product = r.discord_product().await;
     let mut memberships = Vec::new();
     for user in 0..BUYERS {
@@ -54,20 +51,23 @@ backend_test!(a_burst_of_401_seen_by_one_worker_stops_every_worker_within_a_seco
     tokio::time::sleep_until((seen + Duration::from_secs(3)).into()).await;
     assert_eq!(r.dc.all_calls().len(), calls_then, "a worker called the paused bot");
 
-    // The pause ends; the first call is the probe, it succeeds, and the pause is gone for all.
+    // The merchant restores the token; when the pause ends, the first call is the probe, it
+    // succeeds, and the pause is gone for all.
+    r.dc.set_token_revoked(false);
     r.wait_until("the pause ended by its probe", || async { paused_discord(&r).await.is_none().then_some(()) }).await;
     for m in &memberships {
         r.wait_for_status(m, "delivered").await;
     }
     // Each refused attempt was retried once; waiting for the pause was never an attempt.
     let attempts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM delivery_attempts").fetch_one(r.app.db.pool()).await.expect("count");
-    assert_eq!(attempts, (BUYERS + REFUSALS) as i64);
+    assert_eq!(attempts, (BUYERS + r.dc.unauthorized_calls()) as i64);
     r.stop_workers().await;
 });
 
 backend_test!(an_operator_resumes_a_paused_bot_and_the_waiting_deliveries_run_at_once, |app| {
     let mut r = Rescue::start(app).await;
     let (memberships, _) = burst(&mut r, Duration::from_secs(600)).await;
+    r.dc.set_token_revoked(false);
     let metrics = r.app.get("/metrics", ADMIN).await.body.as_str().expect("text").to_owned();
     assert!(metrics.contains("hilt_provider_paused{provider=\"discord\"} 1"), "{metrics}");
     let page = r.app.raw(Request::get("/ops").header("authorization", format!("Bearer {ADMIN}")).body(Body::empty()).expect("request")).await;

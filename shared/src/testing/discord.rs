@@ -44,6 +44,10 @@ struct State {
     oauth: HashMap<String, String>,
     calls: Vec<Call>,
     script: Script,
+    /// While set, the bot's token is revoked: every call answers 401.
+    revoked: bool,
+    /// Calls answered 401 (wrong or revoked token).
+    unauthorized: usize,
 }
 
 /// The fake server; stops when dropped.
@@ -67,6 +71,8 @@ impl FakeDiscord {
             oauth: HashMap::new(),
             calls: Vec::new(),
             script: Script::default(),
+            revoked: false,
+            unauthorized: 0,
         }));
         let shared = state.clone();
         let router =
@@ -210,6 +216,17 @@ impl FakeDiscord {
         self.lock().script.down = down.then_some(Failure::Status(502));
     }
 
+    /// Revokes the bot's token (as resetting it in the developer portal does) or restores it:
+    /// while revoked, every call answers 401 `{"code": 0, "message": "401: Unauthorized"}`.
+    pub fn set_token_revoked(&self, revoked: bool) {
+        self.lock().revoked = revoked;
+    }
+
+    /// How many calls were answered 401 (wrong or revoked token).
+    pub fn unauthorized_calls(&self) -> usize {
+        self.lock().unauthorized
+    }
+
     pub fn calls(&self, operation: &str) -> Vec<Call> {
         let operation = operation.to_ascii_lowercase();
         self.lock()
@@ -304,7 +321,8 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
             method: op.name().into(),
             params,
         });
-        if auth != format!("Bot {}", s.token) {
+        if s.revoked || auth != format!("Bot {}", s.token) {
+            s.unauthorized += 1;
             return error(401, 0, "401: Unauthorized");
         }
         s.script.take(op.name()).or_else(|| s.script.take("*"))
