@@ -60,6 +60,11 @@ impl AuthBreaker {
     /// probe after a pause) pauses the provider in every worker.
     pub async fn record_failure(&self, db: &Db, worker_id: &str, provider: &'static str, http_status: Option<u16>) {
         let Some(status @ (401 | 403)) = http_status else { return };
+        if self.paused_for(provider).is_some() {
+            // A call that was in flight when the pause opened: it neither extends the pause nor
+            // counts towards the next one (after an operator's resume it would reopen it).
+            return;
+        }
         let probing = self.has_pause(provider) && self.paused_for(provider).is_none();
         let reason = {
             let Ok(mut local) = self.local.lock() else { return };
