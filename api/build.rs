@@ -14,6 +14,12 @@ fn main() {
             println!("cargo::rustc-cfg={cfg}");
         }
     }
+    // The provider rate limits on Redis (the store when REDIS_URL is set).
+    println!("cargo::rustc-check-cfg=cfg(hilt_test_redis)");
+    println!("cargo::rerun-if-env-changed=HILT_TEST_REDIS_URL");
+    if std::env::var("HILT_TEST_REDIS_URL").is_ok_and(|url| !url.is_empty()) {
+        println!("cargo::rustc-cfg=hilt_test_redis");
+    }
     // The partition test cuts a worker off in a network namespace (root, `ip netns`).
     println!("cargo::rustc-check-cfg=cfg(hilt_test_netns)");
     println!("cargo::rerun-if-env-changed=HILT_TEST_NETNS");

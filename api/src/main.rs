@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hilt_api::state::AppState;
+use hilt_shared::ratelimit::RateLimits;
 use hilt_shared::{
     config::Config, domain::ids::random_token, providers::Providers, service::{merchants, oauth_tokens}, shutdown, signing::ReceiptSigner, storage::Db, telemetry,
 };
@@ -53,9 +54,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Arc::new(cli.config);
     telemetry::init(&config.log_format);
-    if config.redis_url.is_some() {
-        tracing::warn!("REDIS_URL is set but not used: jobs are claimed from the database, which is the queue (docs/JOBS.md)");
-    }
     let runs_workers = matches!(cli.command, Command::Worker | Command::Serve);
     let db = Db::connect(&config.database_url, hilt_worker::engine::pool_size(&config, runs_workers))
         .await
@@ -102,8 +100,12 @@ async fn run_api(db: Db, config: Arc<Config>, with_workers: bool) -> anyhow::Res
     let receipt_signer = Arc::new(ReceiptSigner::load_or_create(&config.receipt_key_file)?);
     receipt_signer.publish(&db).await.context("publishing the receipt signing key")?;
     tracing::info!(key_id = receipt_signer.key_id(), "receipt signing key loaded");
+    let rate_limits = RateLimits::connect(config.redis_url.as_deref(), &db)
+        .await
+        .with_context(|| "cannot reach REDIS_URL (provider rate limits)".to_owned())?;
     let providers = Providers::from_config_with_timeout(&config, DIAGNOSTICS_TIMEOUT)
-        .map_err(|e| anyhow::anyhow!("provider configuration: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("provider configuration: {e}"))?
+        .with_rate_limits(&rate_limits, &config);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on HILT_LISTEN={}", config.listen))?;
@@ -120,7 +122,7 @@ async fn run_api(db: Db, config: Arc<Config>, with_workers: bool) -> anyhow::Res
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let state = AppState { db: db.clone(), config: config.clone(), admin_token, receipt_signer, providers };
+    let state = AppState { db: db.clone(), config: config.clone(), admin_token, receipt_signer, providers, rate_limits };
     let api = hilt_api::serve(state, listener, stopped(stop_rx.clone()));
     if with_workers {
         let (api, workers) = tokio::join!(api, hilt_worker::run(db.clone(), config, stopped(stop_rx)));

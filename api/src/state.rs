@@ -11,4 +11,6 @@ pub struct AppState {
     pub receipt_signer: Arc<ReceiptSigner>,
     /// Provider clients with a short timeout, for live delivery diagnostics (built once at start).
     pub providers: Providers,
+    /// The provider rate limits every process shares (Redis or the database), read by /ops.
+    pub rate_limits: hilt_shared::ratelimit::RateLimits,
 }

@@ -316,7 +316,8 @@ backend_test!(after_a_key_rotation_old_and_new_receipts_both_verify, |app| {
     let signer = ReceiptSigner::load_or_create(&dir.path().join("new-key")).expect("new key");
     signer.publish(&app.db).await.expect("publish");
     let state = AppState { db: app.db.clone(), config: app.config.clone(), admin_token: ADMIN.into(), receipt_signer: Arc::new(signer),
-        providers: hilt_shared::providers::Providers::from_config(&app.config).expect("providers") };
+        providers: hilt_shared::providers::Providers::from_config(&app.config).expect("providers"),
+        rate_limits: hilt_shared::ratelimit::RateLimits::database(&app.db) };
     let rotated = hilt_api::router(state);
     let confirmed = send(&rotated, "POST", &format!("/v1/payments/{payment}/confirm"), Some(ADMIN), Some(json!({"tx_signature": "tx-rotated"}))).await;
     let new_receipt = confirmed["receipt_id"].as_str().expect("receipt").to_owned();

@@ -69,6 +69,27 @@ pub struct Config {
     #[arg(global = true, long, env = "HILT_DISCORD_API_URL", value_name = "HILT_DISCORD_API_URL", default_value = "https://discord.com/api", value_parser = parse_http_url)]
     pub discord_api_url: String,
 
+    /// Calls to the Telegram bot per period, from every worker together (Bot API: about 30/s).
+    #[arg(global = true, long, env = "HILT_TELEGRAM_RATE", value_name = "HILT_TELEGRAM_RATE", default_value = "30/1s")]
+    pub telegram_rate: crate::ratelimit::Rate,
+
+    /// Messages to one buyer's private chat per period (Bot API: about 1/s).
+    #[arg(global = true, long, env = "HILT_TELEGRAM_CHAT_RATE", value_name = "HILT_TELEGRAM_CHAT_RATE", default_value = "1/1s")]
+    pub telegram_chat_rate: crate::ratelimit::Rate,
+
+    /// Messages to one group per period (Bot API: 20/min).
+    #[arg(global = true, long, env = "HILT_TELEGRAM_GROUP_RATE", value_name = "HILT_TELEGRAM_GROUP_RATE", default_value = "20/1m")]
+    pub telegram_group_rate: crate::ratelimit::Rate,
+
+    /// Requests to Discord per period from the bot, every worker together (Discord's global limit: 50/s).
+    #[arg(global = true, long, env = "HILT_DISCORD_RATE", value_name = "HILT_DISCORD_RATE", default_value = "50/1s")]
+    pub discord_rate: crate::ratelimit::Rate,
+
+    /// Requests per period on one Discord route of one guild until Discord's `X-RateLimit-*`
+    /// headers announce the bucket's real limit.
+    #[arg(global = true, long, env = "HILT_DISCORD_ROUTE_RATE", value_name = "HILT_DISCORD_ROUTE_RATE", default_value = "10/1s")]
+    pub discord_route_rate: crate::ratelimit::Rate,
+
     #[arg(global = true, long, env = "HILT_SMTP_URL", value_name = "HILT_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
 

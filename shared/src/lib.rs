@@ -5,6 +5,7 @@ pub mod config;
 pub mod domain;
 pub mod metrics;
 pub mod providers;
+pub mod ratelimit;
 pub mod queue;
 pub mod secrets;
 pub mod service;

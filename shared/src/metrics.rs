@@ -71,6 +71,10 @@ fn describe() {
     describe_gauge!("hilt_manual_review_memberships", "Memberships waiting for a person (delivery in manual review).");
     describe_gauge!("hilt_workers_live", "Workers that heartbeated in the last 30 s.");
     describe_gauge!("hilt_provider_paused", "1 while a provider's bot is paused in every worker after a burst of 401/403 answers.");
+    describe_counter!("hilt_rate_limit_deferred_total", "Jobs rescheduled for their provider slot instead of waiting in a worker, by provider.");
+    describe_histogram!("hilt_provider_call_wait_seconds", Unit::Seconds, "How long provider calls waited for their rate limit slot, by provider.");
+    describe_gauge!("hilt_rate_limit_fill", "How much of a provider limit's burst is booked (0 idle, 1 every call waits), by limit key.");
+    describe_gauge!("hilt_rate_limit_wait_seconds", Unit::Seconds, "How long a provider call made now would wait for its slot, by limit key.");
     describe_counter!("hilt_pruned_rows_total", "Rows pruned after HILT_RETENTION, by table, since the database was created.");
 }
 
@@ -98,6 +102,16 @@ pub fn delivery_attempt(provider: &str, outcome: &str, error_code: &str, took: D
     counter!("hilt_delivery_attempts_total", "provider" => provider.clone(), "outcome" => outcome.to_owned(), "error_code" => error_code.to_owned())
         .increment(1);
     histogram!("hilt_delivery_attempt_duration_seconds", "provider" => provider).record(took.as_secs_f64());
+}
+
+/// A job was rescheduled for its provider slot (`provider` `telegram` or `discord`).
+pub fn rate_limit_deferred(provider: &'static str) {
+    counter!("hilt_rate_limit_deferred_total", "provider" => provider).increment(1);
+}
+
+/// A provider call waited `waited` for its rate limit slot.
+pub fn provider_call_wait(provider: &'static str, waited: Duration) {
+    histogram!("hilt_provider_call_wait_seconds", "provider" => provider).record(waited.as_secs_f64());
 }
 
 /// Access was delivered `latency` after its payment was confirmed.

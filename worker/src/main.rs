@@ -16,9 +16,6 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let config = Arc::new(Cli::parse().config);
     telemetry::init(&config.log_format);
-    if config.redis_url.is_some() {
-        tracing::warn!("REDIS_URL is set but not used: jobs are claimed from the database, which is the queue (docs/JOBS.md)");
-    }
     let db = Db::connect(&config.database_url, hilt_worker::engine::pool_size(&config, true)).await?;
     if !config.skip_migrations {
         db.migrate().await?;

@@ -73,6 +73,8 @@ pub async fn tick(ctx: &JobContext) -> anyhow::Result<Option<Pruned>> {
     // The /ops graphs show the last hour; a day is kept.
     hilt_shared::storage::job_minutes::prune(&mut tx, now - 24 * 3_600_000).await?;
     tx.commit().await?;
+    // Rate limit slots idle for a minute (one per buyer's chat); Redis expires its own.
+    hilt_shared::ratelimit::RateLimits::database(&ctx.db).prune().await?;
     pruned.push(("idempotency_keys", keys));
     Ok(Some(pruned))
 }

@@ -251,7 +251,7 @@ pub async fn attention(_: Admin, State(state): State<AppState>) -> Result<Json<A
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")),
     security(("admin_token" = [])))]
 pub async fn metrics(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
-    let text = ops::prometheus(&state.db).await?;
+    let text = ops::prometheus(&state.db, &state.rate_limits).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

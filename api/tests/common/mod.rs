@@ -13,7 +13,7 @@ use axum::{
     http::{Method, Request, StatusCode},
 };
 use hilt_api::state::AppState;
-use hilt_shared::{config::Config, domain::ids::random_token, providers::Providers, signing::ReceiptSigner, storage::Db};
+use hilt_shared::{config::Config, domain::ids::random_token, providers::Providers, ratelimit::RateLimits, signing::ReceiptSigner, storage::Db};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -88,7 +88,7 @@ impl TestApp {
         signer.publish(&db).await.expect("publish receipt key");
         let signer = Arc::new(signer);
         let providers = Providers::from_config_with_timeout(&config, Duration::from_secs(3)).expect("providers");
-        let state = AppState { db: db.clone(), config: config.clone(), admin_token: ADMIN.into(), receipt_signer: signer.clone(), providers };
+        let state = AppState { db: db.clone(), config: config.clone(), admin_token: ADMIN.into(), receipt_signer: signer.clone(), providers, rate_limits: RateLimits::database(&db) };
         Self { router: hilt_api::router(state), db, config, signer, _dir: dir }
     }
 
@@ -100,6 +100,7 @@ impl TestApp {
             admin_token: ADMIN.into(),
             receipt_signer: self.signer.clone(),
             providers,
+            rate_limits: RateLimits::database(&self.db),
         };
         self.router = hilt_api::router(state);
     }

@@ -52,6 +52,13 @@ impl Rescue {
         Self { app, tg, dc, key, ctx, workers: Vec::new(), outbox }
     }
 
+    /// Workers started from now on pace their provider calls through `limiter` at the
+    /// configured rates (each worker's clients share only the limiter's store).
+    pub fn use_rate_limits(&mut self, limiter: &hilt_shared::ratelimit::RateLimits) {
+        let providers = self.ctx.providers.clone().with_rate_limits(limiter, &self.ctx.config);
+        self.ctx = Arc::new(JobContext::new(self.ctx.db.clone(), self.ctx.config.clone(), providers, self.ctx.tuning.clone()));
+    }
+
     /// Workers started from now on use these timings.
     pub fn set_tuning(&mut self, tuning: Tuning) {
         self.ctx = Arc::new(JobContext::new(self.ctx.db.clone(), self.ctx.config.clone(), self.ctx.providers.clone(), tuning));

@@ -21,6 +21,7 @@ use serenity::{
 use tokio::sync::OnceCell;
 
 use super::{ErrorClass, ProviderError, http_client, network_error};
+use crate::ratelimit::{Limit, Rate, RateLimits};
 
 const PROVIDER: &str = "Discord";
 
@@ -58,6 +59,42 @@ pub struct Discord {
     client: reqwest::Client,
     proxy: String,
     bot_user: Arc<OnceCell<BotUser>>,
+    limits: Option<Limits>,
+}
+
+/// The bot's limits, shared by every worker: Discord's global limit (`HILT_DISCORD_RATE`) and
+/// one bucket per route and guild, at `HILT_DISCORD_ROUTE_RATE` until Discord's
+/// `X-RateLimit-Limit` / `X-RateLimit-Reset-After` headers announce the bucket's own.
+#[derive(Clone)]
+struct Limits {
+    limiter: RateLimits,
+    global: Rate,
+    route: Rate,
+    /// Bucket rates announced by Discord, by route key.
+    announced: Arc<std::sync::Mutex<std::collections::HashMap<String, Rate>>>,
+}
+
+impl Limits {
+    fn of(&self, route: &str) -> Vec<Limit> {
+        let announced = self.announced.lock().ok().and_then(|a| a.get(route).copied());
+        // Buckets are fixed windows: calls go evenly spaced, never in a burst at a window's end.
+        vec![Limit::new("discord:global", self.global), Limit::new(format!("discord:route:{route}"), announced.unwrap_or(self.route).even())]
+    }
+
+    /// Learns a bucket's limit from a response: `X-RateLimit-Limit` calls per window, the window
+    /// being the longest `X-RateLimit-Reset-After` seen (a window's first answer tells its length).
+    fn learn(&self, route: &str, headers: &reqwest::header::HeaderMap) {
+        let number = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok());
+        let (Some(limit), Some(reset_after)) = (number("x-ratelimit-limit"), number("x-ratelimit-reset-after")) else { return };
+        if !(limit >= 1.0 && reset_after > 0.0 && reset_after.is_finite()) {
+            return;
+        }
+        let window = Duration::from_millis((reset_after * 1000.0).ceil() as u64);
+        if let Ok(mut announced) = self.announced.lock() {
+            let rate = announced.entry(route.to_owned()).or_insert(Rate::new(limit as u32, window));
+            *rate = Rate::new(limit as u32, rate.per.max(window));
+        }
+    }
 }
 
 impl std::fmt::Debug for Discord {
@@ -98,7 +135,26 @@ impl Discord {
             client,
             proxy,
             bot_user: Arc::new(OnceCell::new()),
+            limits: None,
         })
+    }
+
+    /// Paces every call through `limiter` (see [`Limits`]).
+    pub fn with_rate_limits(mut self, limiter: RateLimits, global: Rate, route: Rate) -> Self {
+        self.limits = Some(Limits { limiter, global, route, announced: Arc::default() });
+        self
+    }
+
+    /// How long a role change in `guild` made now would wait for its slot (zero without limits);
+    /// a job that would wait long is better rescheduled than parked in a worker.
+    pub async fn admission(&self, guild: &str) -> Duration {
+        match &self.limits {
+            Some(l) => {
+                let role = |method: &str| l.of(&route_key(method, &format!("/api/v10/guilds/{guild}/members/0/roles/0")));
+                l.limiter.peek(&role("PUT")).await.max(l.limiter.peek(&role("DELETE")).await)
+            }
+            None => Duration::ZERO,
+        }
     }
 
     /// The serenity client (same token, base URL and reqwest client), for anything not wrapped.
@@ -316,12 +372,29 @@ impl Discord {
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             *built.body_mut() = Some(body.into());
         }
+        let route = route_key(built.method().as_str(), built.url().path());
+        if let Some(l) = &self.limits {
+            l.limiter.acquire(&l.of(&route)).await;
+        }
         let response = self
             .client
             .execute(built)
             .await
             .map_err(|e| network_error(PROVIDER, e, token))?;
         let status = response.status().as_u16();
+        if let Some(l) = &self.limits {
+            l.learn(&route, response.headers());
+            if status == 429 {
+                // The first 429 wins over our estimate: the whole bot waits on a global one.
+                let global = response.headers().get("x-ratelimit-global").is_some();
+                let wait = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok());
+                if let Some(wait) = wait.filter(|w| w.is_finite() && *w >= 0.0) {
+                    let all = l.of(&route);
+                    let held = if global { &all[..1] } else { &all[1..] };
+                    l.limiter.hold(held, Duration::from_secs_f64(wait)).await;
+                }
+            }
+        }
         let header_retry = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -345,6 +418,22 @@ impl Discord {
             });
         Err(classify(status, wire.code, retry_after))
     }
+}
+
+/// A route's rate limit bucket: method and path with the guild (Discord's major parameter) kept
+/// and other ids generalised: `PUT guilds/123/members/:id/roles/:id`.
+fn route_key(method: &str, path: &str) -> String {
+    let path = path.trim_start_matches('/');
+    let path = path.strip_prefix("api/").unwrap_or(path);
+    let path = path.strip_prefix("v10/").unwrap_or(path);
+    let mut parts = Vec::new();
+    let mut major = false;
+    for seg in path.split('/') {
+        let id = !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit());
+        parts.push(if id && !major { ":id" } else { seg });
+        major = seg == "guilds";
+    }
+    format!("{method} {}", parts.join("/"))
 }
 
 #[derive(serde::Deserialize, Default)]

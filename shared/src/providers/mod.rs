@@ -162,6 +162,18 @@ impl Providers {
     }
 }
 
+impl Providers {
+    /// The same clients, each call paced by the limits every process shares (`ratelimit`) at
+    /// the configured rates (`HILT_TELEGRAM_RATE`, `HILT_DISCORD_RATE`, …).
+    pub fn with_rate_limits(mut self, limiter: &crate::ratelimit::RateLimits, config: &Config) -> Self {
+        self.telegram = self.telegram.map(|t| {
+            t.with_rate_limits(limiter.clone(), config.telegram_rate, config.telegram_chat_rate, config.telegram_group_rate)
+        });
+        self.discord = self.discord.map(|d| d.with_rate_limits(limiter.clone(), config.discord_rate, config.discord_route_rate));
+        self
+    }
+}
+
 fn non_empty(s: Option<&str>) -> Option<&str> {
     s.map(str::trim).filter(|s| !s.is_empty())
 }

@@ -21,6 +21,7 @@ use teloxide::{
 };
 
 use super::{ErrorClass, ProviderError, http_client, network_error};
+use crate::ratelimit::{Limit, Rate, RateLimits};
 
 const PROVIDER: &str = "Telegram";
 
@@ -66,6 +67,16 @@ pub enum Target {
 pub struct Telegram {
     bot: Bot,
     api_url: String,
+    limits: Option<Limits>,
+}
+
+/// The bot's limits (`HILT_TELEGRAM_RATE`, `_CHAT_RATE`, `_GROUP_RATE`), shared by every worker.
+#[derive(Clone)]
+struct Limits {
+    limiter: RateLimits,
+    bot: Rate,
+    chat: Rate,
+    group: Rate,
 }
 
 impl std::fmt::Debug for Telegram {
@@ -85,7 +96,32 @@ impl Telegram {
             ProviderError::configuration("invalid_api_url", "HILT_TELEGRAM_API_URL is not a URL")
         })?;
         let bot = Bot::with_client(token, http_client(timeout)?).set_api_url(url);
-        Ok(Self { bot, api_url })
+        Ok(Self { bot, api_url, limits: None })
+    }
+
+    /// Paces every call through `limiter`: `bot` for all calls, and `chat` (a private chat) or
+    /// `group` (chat ids below 0) for messages to one chat.
+    pub fn with_rate_limits(mut self, limiter: RateLimits, bot: Rate, chat: Rate, group: Rate) -> Self {
+        self.limits = Some(Limits { limiter, bot, chat, group });
+        self
+    }
+
+    /// How long a call made now would wait for its slot under the bot's limit (zero without
+    /// limits); a job that would wait long is better rescheduled than parked in a worker.
+    pub async fn admission(&self) -> Duration {
+        match &self.limits {
+            Some(l) => l.limiter.peek(&[Limit::new("telegram:bot", l.bot)]).await,
+            None => Duration::ZERO,
+        }
+    }
+
+    /// The limits a call of `method` to `chat_id` counts against.
+    fn limits_of(l: &Limits, method: &str, chat_id: Option<i64>) -> Vec<Limit> {
+        let mut limits = vec![Limit::new("telegram:bot", l.bot)];
+        if let (true, Some(id)) = (method.eq_ignore_ascii_case("sendMessage"), chat_id) {
+            limits.push(Limit::new(format!("telegram:chat:{id}"), if id < 0 { l.group } else { l.chat }));
+        }
+        limits
     }
 
     /// The teloxide bot (same token, URL and client) for anything not wrapped here.
@@ -200,6 +236,25 @@ impl Telegram {
         P: Payload + Serialize,
     {
         let token = self.bot.token();
+        let limits = self.limits.as_ref().map(|l| {
+            let chat_id = serde_json::to_value(payload).ok().and_then(|v| v.get("chat_id")?.as_i64());
+            (l, Self::limits_of(l, P::NAME, chat_id))
+        });
+        if let Some((l, limits)) = &limits {
+            l.limiter.acquire(limits).await;
+        }
+        let result = self.send(payload, target, token).await;
+        if let (Err(ProviderError { retry_after: Some(wait), .. }), Some((l, limits))) = (&result, &limits) {
+            // Telegram's flood control names no scope: the bot and the chat both wait.
+            l.limiter.hold(limits, *wait).await;
+        }
+        result
+    }
+
+    async fn send<P>(&self, payload: &P, target: Target, token: &str) -> Result<serde_json::Value, ProviderError>
+    where
+        P: Payload + Serialize,
+    {
         let url = format!("{}/bot{}/{}", self.api_url, token, P::NAME);
         let response = self
             .bot

@@ -435,7 +435,7 @@ pub async fn unreached_buyers(db: &Db, limit: i64) -> Result<Vec<UnreachedView>,
 /// `/metrics`: the database-wide gauges (set from the shared database at each scrape, the same
 /// from any API process) and this process's counters and histograms, in the Prometheus text
 /// format (see [`crate::metrics`]).
-pub async fn prometheus(db: &Db) -> Result<String, ServiceError> {
+pub async fn prometheus(db: &Db, limits: &crate::ratelimit::RateLimits) -> Result<String, ServiceError> {
     use ::metrics::{counter, gauge};
     crate::metrics::handle(); // installed before the gauges are set
     let now = now_ms();
@@ -466,6 +466,11 @@ pub async fn prometheus(db: &Db) -> Result<String, ServiceError> {
     for provider in ["telegram", "discord"] {
         let paused = pauses.iter().any(|p| p.provider == provider && p.paused_until > now);
         gauge!("hilt_provider_paused", "provider" => provider).set(if paused { 1.0 } else { 0.0 });
+    }
+    // Bots, global and route limits; one buyer's chat is not worth a series.
+    for key in limits.states(200).await.unwrap_or_default().into_iter().filter(|k| !k.key.contains(":chat:")) {
+        gauge!("hilt_rate_limit_fill", "limit" => key.key.clone()).set(key.fill);
+        gauge!("hilt_rate_limit_wait_seconds", "limit" => key.key).set(key.wait_ms as f64 / 1000.0);
     }
     for (table, n) in crate::storage::retention::pruned_totals(&mut conn).await? {
         counter!("hilt_pruned_rows_total", "table" => table).absolute(u64::try_from(n).unwrap_or(0));

@@ -95,6 +95,42 @@ impl Script {
     }
 }
 
+/// Limits a fake provider enforces, as the provider does: each kind of limit (`bot`, `chat`…)
+/// a token bucket per key holding `count` calls, refilled at the rate.
+struct ProviderLimits {
+    rates: HashMap<&'static str, crate::ratelimit::Rate>,
+    /// key → when its bucket is full again (theoretical arrival time), µs since `epoch`.
+    tat: HashMap<String, i64>,
+    epoch: std::time::Instant,
+}
+
+impl ProviderLimits {
+    fn new(rates: Vec<(&'static str, crate::ratelimit::Rate)>) -> Self {
+        Self { rates: rates.into_iter().collect(), tat: HashMap::new(), epoch: std::time::Instant::now() }
+    }
+
+    /// Takes one call from every key's bucket, or none and the whole seconds to wait (as the
+    /// providers' `retry_after`) when one is empty.
+    fn take(&mut self, keys: &[(&'static str, String)]) -> Option<u64> {
+        let now = i64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(i64::MAX);
+        let mut wait = 0;
+        for (kind, key) in keys {
+            let Some(rate) = self.rates.get(kind) else { continue };
+            let tat = self.tat.get(key).copied().unwrap_or(0);
+            wait = wait.max(tat - rate.provider_tolerance_us() - now);
+        }
+        if wait > 0 {
+            return Some(u64::try_from(wait).unwrap_or(0).div_ceil(1_000_000));
+        }
+        for (kind, key) in keys {
+            let Some(rate) = self.rates.get(kind) else { continue };
+            let tat = self.tat.entry(key.clone()).or_insert(0);
+            *tat = (*tat).max(now) + rate.interval_us();
+        }
+        None
+    }
+}
+
 /// A server task that stops when the handle is dropped.
 struct Server {
     addr: SocketAddr,

@@ -14,6 +14,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
+use crate::ratelimit::Rate;
 use super::{Call, Failure, Script, Server, param_bool, param_i64, param_str, parse_form};
 
 /// What the bot may do in a chat.
@@ -104,6 +105,9 @@ struct State {
     next_message_id: i64,
     /// Groups upgraded to supergroups: old chat id → new chat id.
     migrated: HashMap<i64, i64>,
+    /// The Bot API's limits, when enforced: calls over them answer 429 and are counted.
+    limits: Option<super::ProviderLimits>,
+    rate_limited: usize,
 }
 
 /// The fake server; stops when dropped.
@@ -128,6 +132,8 @@ impl FakeTelegram {
             script: Script::default(),
             next_message_id: 1,
             migrated: HashMap::new(),
+            limits: None,
+            rate_limited: 0,
         }));
         let shared = state.clone();
         let router =
@@ -282,6 +288,18 @@ impl FakeTelegram {
     }
 
     /// Calls of one method (case-insensitive), oldest first.
+    /// Enforces Telegram's limits from now on: `bot` over every call, and for `sendMessage`
+    /// `chat` per private chat and `group` per group (chat id below 0). A call over a limit
+    /// answers 429 `Too Many Requests: retry after N` with `parameters.retry_after` and is counted.
+    pub fn enforce_rate_limits(&self, bot: Rate, chat: Rate, group: Rate) {
+        self.lock().limits = Some(super::ProviderLimits::new(vec![("bot", bot), ("chat", chat), ("group", group)]));
+    }
+
+    /// Calls answered 429 because they broke an enforced limit.
+    pub fn rate_limited_calls(&self) -> usize {
+        self.lock().rate_limited
+    }
+
     pub fn calls(&self, method: &str) -> Vec<Call> {
         let method = method.to_ascii_lowercase();
         self.lock()
@@ -361,6 +379,18 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
         });
         if token != s.token {
             return error(401, "Unauthorized");
+        }
+        let chat_id = params.get("chat_id").and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
+        let over = s.limits.as_mut().and_then(|limits| {
+            let mut keys = vec![("bot", "bot".to_owned())];
+            if let (true, Some(id)) = (method == "sendmessage", chat_id) {
+                keys.push((if id < 0 { "group" } else { "chat" }, format!("chat:{id}")));
+            }
+            limits.take(&keys)
+        });
+        if let Some(retry_after) = over {
+            s.rate_limited += 1;
+            return scripted(Failure::TooManyRequests { retry_after });
         }
         s.script.take(&method)
     };

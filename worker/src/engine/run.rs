@@ -28,7 +28,12 @@ struct Runtime {
 
 /// Runs a worker on `db` until `shutdown` resolves.
 pub async fn run(db: Db, config: Arc<Config>, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let providers = Providers::from_config(&config).map_err(|e| anyhow::anyhow!("provider configuration: {e}"))?;
+    let limiter = hilt_shared::ratelimit::RateLimits::connect(config.redis_url.as_deref(), &db)
+        .await
+        .map_err(|e| anyhow::anyhow!("REDIS_URL (provider rate limits): {e}"))?;
+    let providers = Providers::from_config(&config)
+        .map_err(|e| anyhow::anyhow!("provider configuration: {e}"))?
+        .with_rate_limits(&limiter, &config);
     let tuning = Tuning::from_config(&config);
     let ctx = Arc::new(JobContext::new(db, config, providers, tuning));
     run_with(ctx, shutdown).await

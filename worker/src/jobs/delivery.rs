@@ -64,6 +64,14 @@ impl Plan {
         }
     }
 
+    /// The Discord guild whose buckets the attempt uses.
+    fn guild(&self) -> Option<&str> {
+        match self {
+            Plan::Discord { guild_id, .. } => Some(guild_id),
+            _ => None,
+        }
+    }
+
     fn provider(&self) -> &'static str {
         match self {
             Plan::Telegram { .. } => "telegram",
@@ -95,6 +103,9 @@ impl Job for Delivery {
         let Some(product) = product else { return Ok(Outcome::dead("product no longer exists")) };
         let plan = Plan::for_product(ctx, &product);
         if let Some(wait) = super::wait_for_pause(ctx, job, plan.provider(), now) {
+            return Ok(wait);
+        }
+        if let Some(wait) = super::wait_for_slot(ctx, job, plan.provider(), plan.guild(), now).await {
             return Ok(wait);
         }
         if !plan.calls_out(&membership) {

@@ -93,3 +93,26 @@ pub fn wait_for_pause(ctx: &JobContext, job: &JobRow, provider: &str, now: i64) 
     tracing::info!(provider, retry_at = at, "the provider is paused; the job waits for it");
     Some(Outcome::Finish(hilt_shared::storage::jobs::Finish::RetryAt { at, error: Some("provider_paused".into()), failed: false }))
 }
+
+/// Longest a job waits inside the worker for its provider slot (`ratelimit`); a job that would
+/// wait longer is rescheduled for its slot instead, so it holds no worker meanwhile.
+const SLOT_WAIT_IN_WORKER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// When `provider`'s limits are booked beyond [`SLOT_WAIT_IN_WORKER`] (every worker's calls
+/// count): the job waits for its slot as `rate_limit_wait`, without an attempt and without
+/// counting against its retries. `guild`: the Discord guild whose role bucket the job uses.
+pub async fn wait_for_slot(ctx: &JobContext, job: &JobRow, provider: &'static str, guild: Option<&str>, now: i64) -> Option<Outcome> {
+    let wait = match (provider, guild) {
+        ("telegram", _) => ctx.providers.telegram.as_ref()?.admission().await,
+        ("discord", Some(guild)) => ctx.providers.discord.as_ref()?.admission(guild).await,
+        _ => return None,
+    };
+    if wait <= SLOT_WAIT_IN_WORKER {
+        return None;
+    }
+    hilt_shared::metrics::rate_limit_deferred(provider);
+    let spread = i64::from(job.id.bytes().fold(0u16, |acc, b| acc.wrapping_mul(31).wrapping_add(u16::from(b))) % 500);
+    let at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2) + spread;
+    tracing::debug!(provider, retry_at = at, "the provider's rate limit is booked; the job waits for its slot");
+    Some(Outcome::Finish(hilt_shared::storage::jobs::Finish::RetryAt { at, error: Some("rate_limit_wait".into()), failed: false }))
+}

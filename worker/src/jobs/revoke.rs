@@ -15,8 +15,8 @@ use hilt_shared::{
     service::delivery::{self, RevokeAttempt},
     storage::{
         jobs::{Finish, JobRow},
-        memberships::MembershipRow,
-        products::ProductRow,
+        memberships::{self, MembershipRow},
+        products::{self, ProductRow},
     },
 };
 
@@ -91,6 +91,10 @@ impl Job for Revoke {
 
     async fn run(ctx: &JobContext, job: &JobRow, intent: RevokeJob) -> anyhow::Result<Outcome> {
         let now = now_ms();
+        // Before the membership is locked: a job waiting for its provider slot holds nothing.
+        if let Some(wait) = wait_for_slot(ctx, job, &intent.membership_id, now).await? {
+            return Ok(wait);
+        }
         let ready = match attempt::prepare(ctx, job, &intent.membership_id, now, nothing_to_do).await? {
             Ok(ready) => ready,
             Err(finish) => return Ok(Outcome::Finish(finish)),
@@ -119,6 +123,20 @@ impl Job for Revoke {
         }
         Ok(Outcome::record(RevokeAttempt { failures: job.failures, attempt, result, retry_schedule: ctx.tuning.retry_schedule.clone() }))
     }
+}
+
+/// [`super::wait_for_slot`] for the removal the membership's product would need.
+async fn wait_for_slot(ctx: &JobContext, job: &JobRow, membership_id: &str, now: i64) -> anyhow::Result<Option<Outcome>> {
+    let mut conn = ctx.db.conn().await?;
+    let Some(m) = memberships::get_any(&mut conn, membership_id).await? else { return Ok(None) };
+    let Some(product) = products::get(&mut conn, &m.merchant_id, &m.product_id).await? else { return Ok(None) };
+    drop(conn);
+    let plan = Plan::for_membership(ctx, &product, &m);
+    let guild = match &plan {
+        Plan::Discord { guild_id, .. } => Some(guild_id.as_str()),
+        _ => None,
+    };
+    Ok(super::wait_for_slot(ctx, job, plan.provider(), guild, now).await)
 }
 
 /// Access that is current again, or already removed, needs no removal.
