@@ -101,3 +101,39 @@ backend_test!(without_shared_limits_the_same_storm_meets_429s, |app| {
     r.wait_until("a 429 from the fake", || async { (r.tg.rate_limited_calls() > 0).then_some(()) }).await;
     r.stop_workers().await;
 });
+
+backend_test!(a_discord_revoke_storm_keeps_to_the_route_bucket_discord_announces, |app| {
+    let mut r = Rescue::start(app).await;
+    // Discord: 50/s for the bot; each route of a guild 10 per second (a fixed window).
+    r.dc.enforce_rate_limits(Rate::new(50, Duration::from_secs(1)), Rate::new(10, Duration::from_secs(1)));
+    let limiter = RateLimits::database(&r.app.db);
+    r.use_rate_limits(&limiter);
+    let product = r.discord_product().await;
+    let mut memberships = Vec::new();
+    for user in 0..30u64 {
+        let id = (710_000_000_000_000_000 + user).to_string();
+        r.dc.add_member(common::rescue::GUILD, &id, &[]);
+        memberships.push(r.paid(&product, json!({"discord_user_id": id})).await.1);
+    }
+    r.start_worker();
+    r.start_worker();
+    for m in &memberships {
+        r.wait_for_status(m, "delivered").await;
+    }
+    let started = Instant::now();
+    for m in &memberships {
+        let cancelled = r.app.post(&format!("/v1/memberships/{m}/cancel"), &r.key, json!({"at_period_end": false, "reason": "Storm"})).await;
+        assert_eq!(cancelled.status, axum::http::StatusCode::OK, "{}", cancelled.body);
+    }
+    for m in &memberships {
+        r.wait_for(m, "revoked", |m| m["delivery_status"] == "revoked").await;
+    }
+    let took = started.elapsed();
+    r.stop_workers().await;
+    assert_eq!(r.dc.rate_limited_calls(), 0, "calls over Discord's limits");
+    let removals = r.dc.calls("remove_role").len();
+    assert_eq!(removals, 30);
+    // Evenly spaced over a window 10 % longer than Discord's, so out-of-order arrivals still fit.
+    let needed = (removals - 1) as f64 * 0.110;
+    assert!(took.as_secs_f64() <= needed * 1.1 + 1.0, "{removals} removals took {took:?}; the bucket needs {needed:.1} s");
+});

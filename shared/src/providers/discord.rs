@@ -77,8 +77,7 @@ struct Limits {
 impl Limits {
     fn of(&self, route: &str) -> Vec<Limit> {
         let announced = self.announced.lock().ok().and_then(|a| a.get(route).copied());
-        // Buckets are fixed windows: calls go evenly spaced, never in a burst at a window's end.
-        vec![Limit::new("discord:global", self.global), Limit::new(format!("discord:route:{route}"), announced.unwrap_or(self.route).even())]
+        vec![Limit::new("discord:global", self.global), Limit::new(format!("discord:route:{route}"), announced.unwrap_or(self.route).for_fixed_window())]
     }
 
     /// Learns a bucket's limit from a response: `X-RateLimit-Limit` calls per window, the window

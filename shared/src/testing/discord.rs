@@ -48,6 +48,24 @@ struct State {
     revoked: bool,
     /// Calls answered 401 (wrong or revoked token).
     unauthorized: usize,
+    /// Discord's limits, when enforced: the global bucket and each route's fixed window.
+    limits: Option<Limits>,
+    rate_limited: usize,
+}
+
+struct Limits {
+    global: super::ProviderLimits,
+    route: crate::ratelimit::Rate,
+    /// Route bucket (method, path with the guild kept) → (window start, calls in the window).
+    windows: HashMap<String, (std::time::Instant, u32)>,
+}
+
+/// A route bucket's `X-RateLimit-*` answer: limit, remaining, seconds to reset, bucket id.
+struct Bucket {
+    limit: u32,
+    remaining: u32,
+    reset_after: f64,
+    id: String,
 }
 
 /// The fake server; stops when dropped.
@@ -73,6 +91,8 @@ impl FakeDiscord {
             script: Script::default(),
             revoked: false,
             unauthorized: 0,
+            limits: None,
+            rate_limited: 0,
         }));
         let shared = state.clone();
         let router =
@@ -222,6 +242,19 @@ impl FakeDiscord {
         self.lock().revoked = revoked;
     }
 
+    /// Enforces Discord's limits from now on: the bot's `global` limit over every call (a 429
+    /// with `"global": true` and `X-RateLimit-Global`), and `route` per route and guild as a fixed
+    /// window that starts at its first call, announced on every answer with `X-RateLimit-Limit`,
+    /// `-Remaining`, `-Reset-After` and `-Bucket`. Calls over a limit answer 429 and are counted.
+    pub fn enforce_rate_limits(&self, global: crate::ratelimit::Rate, route: crate::ratelimit::Rate) {
+        self.lock().limits = Some(Limits { global: super::ProviderLimits::new(vec![("global", global)]), route, windows: HashMap::new() });
+    }
+
+    /// Calls answered 429 because they broke an enforced limit.
+    pub fn rate_limited_calls(&self) -> usize {
+        self.lock().rate_limited
+    }
+
     /// How many calls were answered 401 (wrong or revoked token).
     pub fn unauthorized_calls(&self) -> usize {
         self.lock().unauthorized
@@ -300,6 +333,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
     let Some(op) = Op::parse(&method, &path) else {
         return error(404, 0, "404: Not Found");
     };
+    let mut bucket = None;
     let failure = {
         let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
         let mut params = match &op {
@@ -325,6 +359,15 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
             s.unauthorized += 1;
             return error(401, 0, "401: Unauthorized");
         }
+        if let Some(limits) = s.limits.as_mut() {
+            match take_slot(limits, &route_bucket(&method, &path)) {
+                Ok(b) => bucket = Some(b),
+                Err(over) => {
+                    s.rate_limited += 1;
+                    return over;
+                }
+            }
+        }
         s.script.take(op.name()).or_else(|| s.script.take("*"))
     };
     match failure {
@@ -333,7 +376,70 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
         None => {}
     }
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-    dispatch(&mut s, op, &body)
+    let mut response = dispatch(&mut s, op, &body);
+    if let Some(b) = bucket {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("x-ratelimit-limit", b.limit.to_string()),
+            ("x-ratelimit-remaining", b.remaining.to_string()),
+            ("x-ratelimit-reset-after", format!("{:.3}", b.reset_after)),
+            ("x-ratelimit-bucket", b.id),
+        ] {
+            if let Ok(v) = header::HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        }
+    }
+    response
+}
+
+/// Discord's bucket of a request: the route with its major parameter (the guild) kept.
+fn route_bucket(method: &Method, path: &str) -> String {
+    let mut parts = Vec::new();
+    let mut major = false;
+    for seg in path.trim_start_matches("/api/v10/").split('/') {
+        let id = !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit());
+        parts.push(if id && !major { "{id}" } else { seg });
+        major = seg == "guilds";
+    }
+    format!("{method} {}", parts.join("/"))
+}
+
+/// One call from the global bucket and the route's window, or the 429 Discord sends.
+fn take_slot(limits: &mut Limits, route: &str) -> Result<Bucket, Response> {
+    if let Some(retry_after) = limits.global.take(&[("global", "global".to_owned())]) {
+        return Err(too_many(retry_after as f64, true));
+    }
+    let now = std::time::Instant::now();
+    let (limit, window) = (limits.route.count, limits.route.per);
+    let (start, count) = limits.windows.entry(route.to_owned()).or_insert((now, 0));
+    if now.duration_since(*start) >= window {
+        (*start, *count) = (now, 0);
+    }
+    let reset_after = (window - now.duration_since(*start)).as_secs_f64();
+    if *count >= limit {
+        return Err(too_many(reset_after, false));
+    }
+    *count += 1;
+    let id = format!("{:016x}", route.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3)));
+    Ok(Bucket { limit, remaining: limit - *count, reset_after, id })
+}
+
+fn too_many(retry_after: f64, global: bool) -> Response {
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(json!({ "message": "You are being rate limited.", "retry_after": retry_after, "global": global })),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = header::HeaderValue::from_str(&format!("{retry_after:.3}")) {
+        headers.insert(header::RETRY_AFTER, v);
+    }
+    headers.insert("x-ratelimit-scope", header::HeaderValue::from_static("user"));
+    if global {
+        headers.insert("x-ratelimit-global", header::HeaderValue::from_static("true"));
+    }
+    response
 }
 
 fn scripted(failure: Failure) -> Response {
