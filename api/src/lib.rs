@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ops/audit", get(ops::audit))
         .route("/v1/ops/search", get(ops::search))
         .route("/v1/ops/providers", get(ops::provider_pauses))
+        .route("/v1/ops/rate-limits", get(ops::rate_limits))
         .route("/v1/ops/providers/{provider}/resume", post(ops::resume_provider))
         .route("/metrics", get(ops::metrics))
         .route("/ops", get(ops_pages::overview))

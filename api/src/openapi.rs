@@ -25,7 +25,7 @@ use crate::routes::{admin, health, memberships, ops, payments, products, receipt
         payments::create_payment, payments::get_payment, payments::confirm_payment,
         ops::list_queues, ops::list_jobs, ops::get_job, ops::retry_job, ops::discard_job, ops::pause_queue,
         ops::resume_queue, ops::attention, ops::audit, ops::metrics, ops::bulk_retry, ops::bulk_discard, ops::queue_graph,
-        ops::search, ops::provider_pauses, ops::resume_provider,
+        ops::search, ops::provider_pauses, ops::resume_provider, ops::rate_limits,
         memberships::get_membership, memberships::list_attempts, memberships::retry_delivery,
         memberships::delivery_support_ticket, memberships::delivery_diagnostics,
         memberships::list_memberships, memberships::lookup_memberships, memberships::update_notes,

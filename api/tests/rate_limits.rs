@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::rescue::{CHAT, Rescue};
+use common::{ADMIN, rescue::Rescue};
 use hilt_shared::ratelimit::{Rate, RateLimits};
 use serde_json::json;
 
@@ -66,7 +66,11 @@ backend_test!(a_revoke_storm_from_two_workers_keeps_to_telegrams_limits_with_slo
     let states = limiter.states(500).await.expect("states");
     assert!(states.iter().any(|k| k.key == "telegram:bot"), "{states:?}");
     assert!(states.iter().any(|k| k.key == format!("telegram:chat:{}", 8000)), "{states:?}");
-    let _ = CHAT;
+    let view = r.app.get("/v1/ops/rate-limits", ADMIN).await.body;
+    assert_eq!(view["store"], "database");
+    assert!(view["keys"].as_array().expect("keys").iter().any(|k| k["key"] == "telegram:bot" && k["fill"].is_number()), "{view}");
+    let metrics = r.app.get("/metrics", ADMIN).await.body.as_str().expect("text").to_owned();
+    assert!(metrics.contains("hilt_rate_limit_fill{limit=\"telegram:bot\"}"), "{metrics}");
 });
 
 #[tokio::test]

@@ -98,7 +98,7 @@ impl Limit {
 }
 
 /// A limit key's state for /ops and /metrics.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct KeyState {
     pub key: String,
     /// How long a call made now would wait for its slot, milliseconds.

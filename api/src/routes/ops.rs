@@ -11,7 +11,7 @@ use hilt_shared::{
     clock::now_ms,
     domain::Period,
     service::{optional_text, required_text},
-    service::ops::{self, AuditEntry, FailureView, GraphPoint, JobDetail, JobPage, JobView, PauseView, QueuesView, ReviewView, SearchHit, UnreachedView},
+    service::ops::{self, AuditEntry, FailureView, GraphPoint, JobDetail, JobPage, JobView, PauseView, QueuesView, RateLimitsView, ReviewView, SearchHit, UnreachedView},
     storage::jobs::{JobFilter, JobState},
 };
 use serde::{Deserialize, Serialize};
@@ -143,6 +143,14 @@ pub async fn bulk(actor: &Actor, tx: &mut RequestTx, queue: &str, query: &[(Stri
     responses((status = 200, body = Vec<PauseView>)), security(("admin_token" = [])))]
 pub async fn provider_pauses(_: Admin, State(state): State<AppState>) -> Result<Json<Vec<PauseView>>, ApiError> {
     Ok(Json(ops::provider_pauses(&state.db).await?))
+}
+
+/// The provider rate limits every worker shares: the busiest keys with their wait (ms) and fill
+/// (0–1 of the burst booked), and how many jobs wait for a slot.
+#[utoipa::path(get, path = "/v1/ops/rate-limits", tag = "operations",
+    responses((status = 200, body = RateLimitsView)), security(("admin_token" = [])))]
+pub async fn rate_limits(_: Admin, State(state): State<AppState>) -> Result<Json<RateLimitsView>, ApiError> {
+    Ok(Json(ops::rate_limits(&state.db, &state.rate_limits).await?))
 }
 
 /// Ends a provider's pause at once: every worker calls it again within a second and the jobs

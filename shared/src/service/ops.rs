@@ -658,6 +658,33 @@ pub async fn provider_pauses(db: &Db) -> Result<Vec<PauseView>, ServiceError> {
         .collect())
 }
 
+/// The provider rate limits every worker shares, as `GET /v1/ops/rate-limits` shows them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitsView {
+    /// Where the slots live: `redis` (`REDIS_URL`) or `database`.
+    pub store: String,
+    /// The busiest limit keys first (at most 50): `telegram:bot`, `telegram:chat:{id}`,
+    /// `discord:global`, `discord:route:{METHOD path}`; keys idle for a minute are gone.
+    pub keys: Vec<crate::ratelimit::KeyState>,
+    /// Jobs rescheduled for their provider slot (`rate_limit_wait`), not yet run again.
+    pub jobs_waiting: i64,
+    /// The store could not be read (Redis down): calls go unpaced until it is back.
+    pub error: Option<String>,
+}
+
+/// The limiter's busiest keys and the jobs waiting for a slot.
+pub async fn rate_limits(db: &Db, limits: &crate::ratelimit::RateLimits) -> Result<RateLimitsView, ServiceError> {
+    let jobs_waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND last_error = 'rate_limit_wait' AND run_at > $1")
+        .bind(now_ms())
+        .fetch_one(&mut *db.conn().await?)
+        .await?;
+    let (keys, error) = match limits.states(50).await {
+        Ok(keys) => (keys, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    Ok(RateLimitsView { store: limits.store_name().to_owned(), keys, jobs_waiting, error })
+}
+
 /// An operator ends a provider's pause: every worker calls it again within a second, and the
 /// jobs that waited for the pause run now. 404 when the provider is not paused.
 pub async fn resume_provider(tx: &mut AnyConnection, provider: &str) -> Result<u64, ServiceError> {

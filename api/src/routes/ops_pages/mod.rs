@@ -174,6 +174,7 @@ pub async fn overview(_: PageAdmin, State(state): State<AppState>, headers: Head
     let unreached = ops::unreached_buyers(&state.db, 20).await?;
     let recent = ops::recent_jobs(&state.db, 25).await?;
     let pauses = ops::provider_pauses(&state.db).await?;
+    let limits = ops::rate_limits(&state.db, &state.rate_limits).await?;
     let (actions, _) = ops::audit_log(&state.db, 10, 0).await?;
     let csrf = csrf_token(&state);
     let flash = take_flash(&headers);
@@ -209,6 +210,20 @@ pub async fn overview(_: PageAdmin, State(state): State<AppState>, headers: Head
                 code(&p.opened_by),
                 action_button(&format!("/ops/providers/{}/resume", p.provider), &csrf, "resume",
                     &format!("Call {} again now in every worker?", p.provider)),
+            ])))
+        }
+        h2 { "Provider rate limits" }
+        p.muted {
+            "Slots in " (limits.store) "; " (limits.jobs_waiting) " job(s) rescheduled for a slot"
+            @if let Some(e) = &limits.error { " · " span.bad { "store unreadable: " (e) } }
+        }
+        @if limits.keys.is_empty() {
+            p.muted { "No provider calls in the last minute." }
+        } @else {
+            (table(&["limit", "fill", "wait"], limits.keys.iter().take(10).map(|k| vec![
+                code(&k.key),
+                html! { span.warn[k.fill >= 0.8] { (format!("{:.0} %", k.fill * 100.0)) } },
+                html! { (format!("{} ms", k.wait_ms)) },
             ])))
         }
         h2 { "Manual review (" (review.len()) ")" }
