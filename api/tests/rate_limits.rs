@@ -29,6 +29,10 @@ async fn revoke_storm(r: &mut Rescue, limiter: &RateLimits) -> (Duration, usize)
         r.tg.add_user(8000 + user);
         memberships.push(r.paid(&product, json!({"telegram_user_id": 8000 + user})).await.1);
     }
+    // Before any worker runs, the merchant's share of the due work shows on /v1/ops/queues.
+    let queues = r.app.get("/v1/ops/queues", ADMIN).await.body;
+    let delivery = queues["merchants"].as_array().expect("merchants").iter().find(|m| m["queue"] == "delivery").cloned().expect("delivery share");
+    assert_eq!((delivery["due"].as_i64(), delivery["running"].as_i64(), delivery["share"].as_f64()), (Some(BUYERS), Some(0), Some(1.0)), "{queues}");
     r.start_worker();
     r.start_worker();
     for m in &memberships {

@@ -25,6 +25,9 @@ fn builder() -> PrometheusBuilder {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
         .expect("bucket bounds are not empty")
+        // Gauges are set at each scrape; one not set for two minutes (a merchant that left the
+        // busiest ten, a limit key gone idle) is dropped rather than shown stale.
+        .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(Duration::from_secs(120)))
 }
 
 /// This process's recorder, installed on first use; renders the text format at a scrape.
@@ -71,6 +74,7 @@ fn describe() {
     describe_gauge!("hilt_manual_review_memberships", "Memberships waiting for a person (delivery in manual review).");
     describe_gauge!("hilt_workers_live", "Workers that heartbeated in the last 30 s.");
     describe_gauge!("hilt_provider_paused", "1 while a provider's bot is paused in every worker after a burst of 401/403 answers.");
+    describe_gauge!("hilt_queue_merchant_jobs", "Due and running jobs of the ten busiest merchants, by queue, merchant and state (a merchant's share of the work).");
     describe_counter!("hilt_rate_limit_deferred_total", "Jobs rescheduled for their provider slot instead of waiting in a worker, by provider.");
     describe_histogram!("hilt_provider_call_wait_seconds", Unit::Seconds, "How long provider calls waited for their rate limit slot, by provider.");
     describe_gauge!("hilt_rate_limit_fill", "How much of a provider limit's burst is booked (0 idle, 1 every call waits), by limit key.");

@@ -59,9 +59,55 @@ pub struct WorkerView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueuesView {
     pub queues: Vec<QueueStats>,
+    /// Each merchant's share of the work in hand (due and running jobs), busiest first (at most 10).
+    pub merchants: Vec<MerchantShare>,
     /// Workers that heartbeated in the last 30 s.
     pub workers: Vec<WorkerView>,
     pub generated_at: String,
+}
+
+/// One merchant's jobs in one queue: what a noisy merchant takes shows here.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MerchantShare {
+    pub queue: String,
+    /// `null` for platform jobs that belong to no merchant.
+    pub merchant_id: Option<String>,
+    /// Due jobs no worker has taken yet (pending and retrying now).
+    pub due: i64,
+    pub running: i64,
+    /// This merchant's part of the queue's due and running jobs, 0.0–1.0.
+    pub share: f64,
+}
+
+/// The `limit` merchants with the most due or running jobs, over every queue.
+pub async fn merchant_shares(conn: &mut AnyConnection, limit: i64, now: i64) -> Result<Vec<MerchantShare>, sqlx::Error> {
+    let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
+        "SELECT queue, merchant_id, \
+           COALESCE(SUM(CASE WHEN status = 'queued' THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), 0) \
+         FROM jobs WHERE (status = 'queued' AND run_at <= $1) OR status = 'running' \
+         GROUP BY queue, merchant_id",
+    )
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut totals = std::collections::HashMap::<&str, i64>::new();
+    for (queue, _, due, running) in &rows {
+        *totals.entry(queue.as_str()).or_default() += due + running;
+    }
+    let mut out: Vec<MerchantShare> = rows
+        .iter()
+        .map(|(queue, merchant_id, due, running)| MerchantShare {
+            queue: queue.clone(),
+            merchant_id: merchant_id.clone(),
+            due: *due,
+            running: *running,
+            share: (due + running) as f64 / totals.get(queue.as_str()).copied().unwrap_or(1).max(1) as f64,
+        })
+        .collect();
+    out.sort_by(|a, b| (b.due + b.running).cmp(&(a.due + a.running)).then_with(|| a.queue.cmp(&b.queue)));
+    out.truncate(usize::try_from(limit).unwrap_or(10));
+    Ok(out)
 }
 
 const WINDOW_MS: i64 = 5 * 60_000;
@@ -84,7 +130,8 @@ pub async fn queues(db: &Db) -> Result<QueuesView, ServiceError> {
             heartbeat_at: rfc3339(w.heartbeat_at),
         })
         .collect();
-    Ok(QueuesView { queues: out, workers, generated_at: rfc3339(now) })
+    let merchants = merchant_shares(&mut conn, 10, now).await?;
+    Ok(QueuesView { queues: out, merchants, workers, generated_at: rfc3339(now) })
 }
 
 async fn queue_stats(conn: &mut AnyConnection, queue: &str, paused: bool, now: i64) -> Result<QueueStats, sqlx::Error> {
@@ -466,6 +513,11 @@ pub async fn prometheus(db: &Db, limits: &crate::ratelimit::RateLimits) -> Resul
     for provider in ["telegram", "discord"] {
         let paused = pauses.iter().any(|p| p.provider == provider && p.paused_until > now);
         gauge!("hilt_provider_paused", "provider" => provider).set(if paused { 1.0 } else { 0.0 });
+    }
+    for m in merchant_shares(&mut conn, 10, now).await? {
+        let merchant = m.merchant_id.unwrap_or_else(|| "none".into());
+        gauge!("hilt_queue_merchant_jobs", "queue" => m.queue.clone(), "merchant" => merchant.clone(), "state" => "due").set(m.due as f64);
+        gauge!("hilt_queue_merchant_jobs", "queue" => m.queue, "merchant" => merchant, "state" => "running").set(m.running as f64);
     }
     // Bots, global and route limits; one buyer's chat is not worth a series.
     for key in limits.states(200).await.unwrap_or_default().into_iter().filter(|k| !k.key.contains(":chat:")) {

@@ -212,6 +212,18 @@ pub async fn overview(_: PageAdmin, State(state): State<AppState>, headers: Head
                     &format!("Call {} again now in every worker?", p.provider)),
             ])))
         }
+        h2 { "Merchants' share of the work" }
+        @if queues.merchants.is_empty() {
+            p.muted { "No job is due or running." }
+        } @else {
+            (table(&["queue", "merchant", "due", "running", "share"], queues.merchants.iter().map(|m| vec![
+                html! { (m.queue) },
+                code(m.merchant_id.as_deref().unwrap_or("–")),
+                html! { (m.due) },
+                html! { (m.running) },
+                html! { span.warn[m.share >= 0.8] { (format!("{:.0} %", m.share * 100.0)) } },
+            ])))
+        }
         h2 { "Provider rate limits" }
         p.muted {
             "Slots in " (limits.store) "; " (limits.jobs_waiting) " job(s) rescheduled for a slot"
