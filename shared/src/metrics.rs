@@ -83,11 +83,10 @@ fn describe() {
 }
 
 /// A job run finished with `status` (`done`, `dead`) or failed and will be retried (`retrying`).
-pub fn job_run(queue: &str, status: &'static str, ran: Duration) {
-    let queue = queue.to_owned();
-    histogram!("hilt_job_run_duration_seconds", "queue" => queue.clone()).record(ran.as_secs_f64());
+pub fn job_run(queue: &'static str, status: &'static str, ran: Duration) {
+    histogram!("hilt_job_run_duration_seconds", "queue" => queue).record(ran.as_secs_f64());
     if status != "done" {
-        counter!("hilt_job_failures_total", "queue" => queue.clone()).increment(1);
+        counter!("hilt_job_failures_total", "queue" => queue).increment(1);
     }
     if status != "retrying" {
         counter!("hilt_jobs_finished_total", "queue" => queue, "status" => status).increment(1);

@@ -17,7 +17,7 @@ const MINUTE_MS: i64 = 60_000;
 
 #[derive(Default)]
 pub struct RunStats {
-    minutes: Mutex<HashMap<(String, i64), Minute>>,
+    minutes: Mutex<HashMap<(&'static str, i64), Minute>>,
 }
 
 impl RunStats {
@@ -30,9 +30,11 @@ impl RunStats {
             // Put off without a failure (a wait for a rate limit): not a run that counts.
             Finish::RetryAt { failed: false, .. } => return,
         };
+        // Static labels and keys: nothing is allocated per job on the hot path.
+        let queue = hilt_shared::queue::Queue::parse(queue).map_or("unknown", |q| q.as_str());
         metrics::job_run(queue, status, ran);
         let Ok(mut minutes) = self.minutes.lock() else { return };
-        let m = minutes.entry((queue.to_owned(), now - now.rem_euclid(MINUTE_MS))).or_default();
+        let m = minutes.entry((queue, now - now.rem_euclid(MINUTE_MS))).or_default();
         match status {
             "done" => m.done += 1,
             "dead" => {
@@ -48,7 +50,7 @@ impl RunStats {
     /// outcome of the minute just ended is still saved on the next flush).
     pub async fn flush(&self, conn: &mut AnyConnection, worker_id: &str, now: i64) -> Result<(), sqlx::Error> {
         let snapshot: Vec<((String, i64), Minute)> = match self.minutes.lock() {
-            Ok(minutes) => minutes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Ok(minutes) => minutes.iter().map(|((q, at), v)| (((*q).to_owned(), *at), v.clone())).collect(),
             Err(_) => return Ok(()),
         };
         for ((queue, minute), m) in &snapshot {
