@@ -195,7 +195,13 @@ backend_test!(exhausted_retries_reach_review_and_a_manual_retry_rescues_and_note
     // Still broken: a manual retry fails and leaves it in review, on the same ticket.
     let retry = r.app.post(&format!("/v1/memberships/{membership}/retry-delivery"), &r.key, json!({})).await;
     assert_eq!(retry.status, StatusCode::ACCEPTED, "{}", retry.body);
-    r.wait_for(&membership, "five attempts", |m| m["delivery"]["attempts"] == 5).await;
+    // The attempt is counted when it starts, and the membership is already in review: wait for
+    // the fifth attempt's outcome, or the next retry would meet it in flight (409).
+    r.wait_until("the fifth attempt's outcome", || async {
+        let attempts = r.attempts(&membership).await;
+        (attempts.len() == 5 && !attempts[4]["outcome"].is_null()).then_some(())
+    })
+    .await;
     let m = r.wait_for_status(&membership, "manual_review").await;
     assert_eq!(m["support_ticket_id"], ticket.as_str(), "the ticket is reused");
 

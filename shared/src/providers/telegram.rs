@@ -115,10 +115,12 @@ impl Telegram {
         }
     }
 
-    /// The limits a call of `method` to `chat_id` counts against.
-    fn limits_of(l: &Limits, method: &str, chat_id: Option<i64>) -> Vec<Limit> {
+    /// The limits a call counts against: the bot's, and for a message its chat's.
+    fn limits_of<P: Payload + Serialize>(l: &Limits, payload: &P) -> Vec<Limit> {
         let mut limits = vec![Limit::new("telegram:bot", l.bot)];
-        if let (true, Some(id)) = (method.eq_ignore_ascii_case("sendMessage"), chat_id) {
+        if P::NAME.eq_ignore_ascii_case("sendMessage")
+            && let Some(id) = serde_json::to_value(payload).ok().and_then(|v| v.get("chat_id")?.as_i64())
+        {
             limits.push(Limit::new(format!("telegram:chat:{id}"), if id < 0 { l.group } else { l.chat }));
         }
         limits
@@ -236,10 +238,7 @@ impl Telegram {
         P: Payload + Serialize,
     {
         let token = self.bot.token();
-        let limits = self.limits.as_ref().map(|l| {
-            let chat_id = serde_json::to_value(payload).ok().and_then(|v| v.get("chat_id")?.as_i64());
-            (l, Self::limits_of(l, P::NAME, chat_id))
-        });
+        let limits = self.limits.as_ref().map(|l| (l, Self::limits_of(l, payload)));
         if let Some((l, limits)) = &limits {
             l.limiter.acquire(limits).await;
         }

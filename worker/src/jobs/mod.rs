@@ -88,8 +88,7 @@ const PAUSE_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 /// retries.
 pub fn wait_for_pause(ctx: &JobContext, job: &JobRow, provider: &str, now: i64) -> Option<Outcome> {
     let left = ctx.auth_breaker.paused_for(provider)?.min(PAUSE_RECHECK);
-    let spread = i64::from(job.id.bytes().fold(0u16, |acc, b| acc.wrapping_mul(31).wrapping_add(u16::from(b))) % 1000);
-    let at = now + i64::try_from(left.as_millis()).unwrap_or(i64::MAX) + spread;
+    let at = now + i64::try_from(left.as_millis()).unwrap_or(i64::MAX / 2) + spread_ms(job, 1000);
     tracing::info!(provider, retry_at = at, "the provider is paused; the job waits for it");
     Some(Outcome::Finish(hilt_shared::storage::jobs::Finish::RetryAt { at, error: Some("provider_paused".into()), failed: false }))
 }
@@ -111,8 +110,13 @@ pub async fn wait_for_slot(ctx: &JobContext, job: &JobRow, provider: &'static st
         return None;
     }
     hilt_shared::metrics::rate_limit_deferred(provider);
-    let spread = i64::from(job.id.bytes().fold(0u16, |acc, b| acc.wrapping_mul(31).wrapping_add(u16::from(b))) % 500);
-    let at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2) + spread;
+    let at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2) + spread_ms(job, 500);
     tracing::debug!(provider, retry_at = at, "the provider's rate limit is booked; the job waits for its slot");
     Some(Outcome::Finish(hilt_shared::storage::jobs::Finish::RetryAt { at, error: Some("rate_limit_wait".into()), failed: false }))
+}
+
+/// A delay below `within_ms` that is the same for a job every time (its id's hash): jobs put off
+/// to the same moment come back spread out, not as a stampede.
+fn spread_ms(job: &JobRow, within_ms: u16) -> i64 {
+    i64::from(job.id.bytes().fold(0u16, |acc, b| acc.wrapping_mul(31).wrapping_add(u16::from(b))) % within_ms)
 }
