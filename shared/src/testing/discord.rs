@@ -362,9 +362,9 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Body>) -> Response {
         if let Some(limits) = s.limits.as_mut() {
             match take_slot(limits, &route_bucket(&method, &path)) {
                 Ok(b) => bucket = Some(b),
-                Err(over) => {
+                Err((retry_after, global)) => {
                     s.rate_limited += 1;
-                    return over;
+                    return too_many(retry_after, global);
                 }
             }
         }
@@ -405,10 +405,11 @@ fn route_bucket(method: &Method, path: &str) -> String {
     format!("{method} {}", parts.join("/"))
 }
 
-/// One call from the global bucket and the route's window, or the 429 Discord sends.
-fn take_slot(limits: &mut Limits, route: &str) -> Result<Bucket, Response> {
+/// One call from the global bucket and the route's window, or how long until one is free
+/// (seconds) and whether the global limit is the one exceeded.
+fn take_slot(limits: &mut Limits, route: &str) -> Result<Bucket, (f64, bool)> {
     if let Some(retry_after) = limits.global.take(&[("global", "global".to_owned())]) {
-        return Err(too_many(retry_after as f64, true));
+        return Err((retry_after as f64, true));
     }
     let now = std::time::Instant::now();
     let (limit, window) = (limits.route.count, limits.route.per);
@@ -418,7 +419,7 @@ fn take_slot(limits: &mut Limits, route: &str) -> Result<Bucket, Response> {
     }
     let reset_after = (window - now.duration_since(*start)).as_secs_f64();
     if *count >= limit {
-        return Err(too_many(reset_after, false));
+        return Err((reset_after, false));
     }
     *count += 1;
     let id = format!("{:016x}", route.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3)));
